@@ -1,0 +1,118 @@
+"""3D DSC reconstructed from per-slice DSC and MVSF (the "2D_R" formula).
+
+For slice ``i`` of one class, with ``|z_i|`` the segmentation area and ``DSC_i``, ``MVSF_i``
+the (predicted) slice scores::
+
+    |ŷ_i|        = |z_i| (2 + MVSF_i) / (2 - MVSF_i)        estimated truth area
+    |ŷ_i ∩ z_i|  = ½ DSC_i (|ŷ_i| + |z_i|)                  estimated intersection
+    DSC_3D       = 2 Σ|ŷ_i ∩ z_i| / (Σ|ŷ_i| + Σ|z_i|)
+
+With the true slice DSC and MVSF this reproduces the true 3D DSC exactly, provided every slice
+holding truth of the class also holds segmentation of it.
+
+Blind spot: where ``|z_i| = 0`` the estimated truth area and intersection are 0 whatever the
+scores say (a missed structure cannot be sized from an empty segmentation), so truth that the
+segmentation missed on a whole slice is invisible and the 3D DSC is overestimated. The scores
+of such slices are ignored, so NaN (undefined) scores there are harmless; a NaN score on a
+slice with a non-empty segmentation makes the class's result NaN.
+
+MVSF is clipped to ``[-2, 2 - eps]`` before use: ``+2`` would divide by zero, while ``-2`` (no
+truth on the slice) gives an estimated truth area of exactly 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["estimated_truth_area", "reconstruct_volume_dsc"]
+
+DEFAULT_EPS = 1e-6
+
+
+def _as_scores(name: str, values: ArrayLike) -> NDArray[np.float64]:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must have shape (..., S, K), got {arr.shape}")
+    return arr
+
+
+def _check_inputs(
+    seg_area: ArrayLike, **scores: ArrayLike
+) -> tuple[NDArray[np.float64], list[NDArray[np.float64]]]:
+    area = _as_scores("seg_area", seg_area)
+    if np.isnan(area).any() or (area < 0).any():
+        raise ValueError("seg_area must be non-negative numbers (no NaN)")
+    arrays = []
+    for name, values in scores.items():
+        arr = _as_scores(name, values)
+        if arr.shape != area.shape:
+            raise ValueError(
+                f"{name} must have the same shape as seg_area, got {arr.shape} and {area.shape}"
+            )
+        arrays.append(arr)
+    return area, arrays
+
+
+def _truth_area(
+    mvsf: NDArray[np.float64], area: NDArray[np.float64], eps: float
+) -> NDArray[np.float64]:
+    visible = area > 0
+    m = np.clip(np.where(visible, mvsf, 0.0), -2.0, 2.0 - eps)
+    return np.where(visible, area * (2.0 + m) / (2.0 - m), 0.0)
+
+
+def estimated_truth_area(
+    slice_mvsf: ArrayLike, seg_area: ArrayLike, eps: float = DEFAULT_EPS
+) -> NDArray[np.float64]:
+    """Truth area ``|ŷ_i|`` implied by each slice's MVSF and segmentation area.
+
+    Args:
+        slice_mvsf: MVSF per slice and class, shape (..., S, K).
+        seg_area: segmentation area ``|z_i|`` (voxels), same shape.
+        eps: MVSF is clipped to ``[-2, 2 - eps]``.
+
+    Returns:
+        ``|ŷ_i|``, same shape; 0 where ``seg_area`` is 0 (the blind spot).
+
+    Raises:
+        ValueError: shapes differ, arrays are not at least 2D, or ``seg_area`` is negative.
+    """
+    if not 0.0 < eps < 4.0:
+        raise ValueError(f"eps must be in (0, 4), got {eps}")
+    area, (m,) = _check_inputs(seg_area, slice_mvsf=slice_mvsf)
+    return _truth_area(m, area, eps)
+
+
+def reconstruct_volume_dsc(
+    slice_dsc: ArrayLike,
+    slice_mvsf: ArrayLike,
+    seg_area: ArrayLike,
+    eps: float = DEFAULT_EPS,
+) -> NDArray[np.float64]:
+    """3D DSC of each class from per-slice DSC, MVSF and segmentation areas (2D_R).
+
+    Args:
+        slice_dsc: DSC per slice and class, shape (..., S, K); leading axes are a batch.
+        slice_mvsf: MVSF per slice and class, same shape.
+        seg_area: segmentation area ``|z_i|`` per slice and class (voxels), same shape.
+        eps: MVSF is clipped to ``[-2, 2 - eps]``.
+
+    Returns:
+        The reconstructed 3D DSC, shape (..., K). NaN for a class whose segmentation is empty
+        on every slice (nothing to reconstruct from) or that has a NaN score on a slice with a
+        non-empty segmentation.
+
+    Raises:
+        ValueError: shapes differ, arrays are not at least 2D, or ``seg_area`` is negative.
+    """
+    if not 0.0 < eps < 4.0:
+        raise ValueError(f"eps must be in (0, 4), got {eps}")
+    area, (d, m) = _check_inputs(seg_area, slice_dsc=slice_dsc, slice_mvsf=slice_mvsf)
+    visible = area > 0
+    truth = _truth_area(m, area, eps)
+    inter = np.where(visible, 0.5 * np.where(visible, d, 0.0) * (truth + area), 0.0)
+    denom = truth.sum(axis=-2) + area.sum(axis=-2)
+    out = np.full(denom.shape, np.nan, dtype=np.float64)
+    np.divide(2.0 * inter.sum(axis=-2), denom, out=out, where=denom > 0)
+    return out
