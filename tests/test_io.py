@@ -1,0 +1,266 @@
+"""Tests of reading, validating and pairing inputs (real files written with SimpleITK)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from monai_qc.errors import QCInputError
+from monai_qc.io import (
+    CasePair,
+    label_map_from_dataset_json,
+    load_case,
+    pair_cases,
+    read_volume,
+    split_image_name,
+)
+
+SHAPE = (4, 32, 32)
+SPACING = (5.0, 1.25, 1.5)  # (sz, sy, sx)
+LABELS = (1, 2, 3)
+
+
+def write(path: Path, array: np.ndarray, spacing: tuple[float, ...] = SPACING) -> Path:
+    """Write ``array`` (S, H, W) with ``spacing`` (sz, sy, sx) to ``path``."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(reversed(spacing)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def make_image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.normal(100.0, 20.0, SHAPE).astype(np.float32)
+
+
+def make_seg() -> np.ndarray:
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[:, 8:24, 8:24] = 1
+    seg[:, 12:20, 12:20] = 2
+    seg[1:3, 14:18, 14:18] = 3
+    return seg
+
+
+@pytest.fixture
+def case_files(tmp_path: Path) -> tuple[Path, Path]:
+    image = write(tmp_path / "img" / "c1_0000.nii.gz", make_image())
+    seg = write(tmp_path / "seg" / "c1.nii.gz", make_seg())
+    return image, seg
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_read_volume_formats(tmp_path: Path, ext: str) -> None:
+    image = make_image()
+    array, spacing, sitk_image = read_volume(write(tmp_path / f"x{ext}", image))
+    assert array.shape == SHAPE
+    np.testing.assert_array_equal(array, image)
+    assert spacing == pytest.approx(SPACING)
+    assert sitk_image.GetDimension() == 3
+
+
+def test_read_volume_squeezes_4d_of_size_1(tmp_path: Path) -> None:
+    path = tmp_path / "x.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(make_image()[None], isVector=False), str(path))
+    array, _, image = read_volume(path)
+    assert array.shape == SHAPE and image.GetDimension() == 3
+
+
+def test_read_volume_rejects_true_4d(tmp_path: Path) -> None:
+    path = tmp_path / "x.mha"
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.zeros((2, *SHAPE), np.float32), isVector=False), str(path)
+    )
+    with pytest.raises(QCInputError, match="4D image"):
+        read_volume(path)
+
+
+def test_read_volume_rejects_2d(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.nii.gz", np.zeros((32, 32), np.float32), spacing=(1.0, 1.0))
+    with pytest.raises(QCInputError, match="2D image") as info:
+        read_volume(path)
+    assert info.value.path == str(path)
+
+
+def test_read_volume_unreadable_and_missing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"\x00not an image\xff" * 20)
+    with pytest.raises(QCInputError, match="cannot be read") as info:
+        read_volume(bad)
+    assert str(bad) in str(info.value)
+    with pytest.raises(QCInputError, match="no such file"):
+        read_volume(tmp_path / "missing.nii.gz")
+
+
+def test_load_case_ok(case_files: tuple[Path, Path]) -> None:
+    image, seg = case_files
+    case = load_case("c1", image, seg, LABELS)
+    assert case.case_id == "c1"
+    assert case.image.dtype == np.float32 and case.image.shape == SHAPE
+    assert np.issubdtype(case.segmentation.dtype, np.integer)
+    np.testing.assert_array_equal(case.segmentation, make_seg())
+    assert case.spacing == pytest.approx(SPACING)
+    assert (case.image_path, case.seg_path) == (image, seg)
+
+
+def test_load_case_float_integral_segmentation_is_accepted(tmp_path: Path) -> None:
+    image = write(tmp_path / "i.nrrd", make_image())
+    seg = write(tmp_path / "s.nrrd", make_seg().astype(np.float32))
+    case = load_case("c", image, seg, LABELS)
+    assert case.segmentation.max() == 3
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha"])  # ITK's NIfTI reader turns NaN into 0
+def test_load_case_nan_image(tmp_path: Path, ext: str) -> None:
+    array = make_image()
+    array[0, 0, 0] = np.nan
+    array[1, 0, 0] = np.inf
+    image = write(tmp_path / f"i{ext}", array)
+    seg = write(tmp_path / "s.nii.gz", make_seg())
+    with pytest.raises(QCInputError, match="2 non-finite") as info:
+        load_case("c", image, seg, LABELS)
+    assert info.value.path == str(image)
+
+
+def test_load_case_shape_mismatch(tmp_path: Path) -> None:
+    image = write(tmp_path / "i.nii.gz", make_image())
+    seg = write(tmp_path / "s.nii.gz", make_seg()[:3])
+    with pytest.raises(QCInputError, match=r"shape \(3, 32, 32\).*\(4, 32, 32\)") as info:
+        load_case("c", image, seg, LABELS)
+    assert info.value.path == str(seg)
+
+
+def test_load_case_spacing_mismatch(tmp_path: Path) -> None:
+    image = write(tmp_path / "i.nii.gz", make_image())
+    seg = write(tmp_path / "s.nii.gz", make_seg(), spacing=(5.0, 1.25, 1.6))
+    with pytest.raises(QCInputError, match="spacing") as info:
+        load_case("c", image, seg, LABELS)
+    assert "1.6" in str(info.value) and "1.5" in str(info.value)
+
+
+def test_load_case_spacing_within_tolerance(tmp_path: Path) -> None:
+    image = write(tmp_path / "i.nii.gz", make_image())
+    seg = write(tmp_path / "s.nii.gz", make_seg(), spacing=(5.0, 1.25, 1.5 * (1 + 2e-4)))
+    assert load_case("c", image, seg, LABELS).spacing == pytest.approx(SPACING)
+
+
+def test_load_case_non_integer_segmentation(tmp_path: Path) -> None:
+    seg_array = make_seg().astype(np.float32)
+    seg_array[0, 10, 10] = 0.5
+    image = write(tmp_path / "i.nii.gz", make_image())
+    seg = write(tmp_path / "s.nii.gz", seg_array)
+    with pytest.raises(QCInputError, match="non-integer values \\(0.5\\)"):
+        load_case("c", image, seg, LABELS)
+
+
+def test_load_case_unknown_label(tmp_path: Path) -> None:
+    seg_array = make_seg()
+    seg_array[0, 0, 0] = 7
+    image = write(tmp_path / "i.nii.gz", make_image())
+    seg = write(tmp_path / "s.nii.gz", seg_array)
+    with pytest.raises(QCInputError, match=r"\[7\].*known: 0 = background, 1, 2, 3") as info:
+        load_case("c", image, seg, LABELS)
+    assert info.value.path == str(seg)
+
+
+def test_load_case_empty_segmentation(tmp_path: Path) -> None:
+    image = write(tmp_path / "i.nii.gz", make_image())
+    seg = write(tmp_path / "s.nii.gz", np.zeros(SHAPE, np.uint8))
+    with pytest.raises(QCInputError, match="segmentation is empty") as info:
+        load_case("c", image, seg, LABELS)
+    assert info.value.path == str(seg)
+
+
+def test_load_case_origin_mismatch_only_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = write(tmp_path / "i.nii.gz", make_image())
+    seg_image = sitk.GetImageFromArray(make_seg())
+    seg_image.SetSpacing(tuple(reversed(SPACING)))
+    seg_image.SetOrigin((10.0, 0.0, 0.0))
+    seg = tmp_path / "s.nii.gz"
+    sitk.WriteImage(seg_image, str(seg))
+    with caplog.at_level(logging.WARNING, logger="monai_qc.io"):
+        load_case("c", image, seg, LABELS)
+    assert "origin" in caplog.text
+
+
+def test_split_image_name() -> None:
+    assert split_image_name("a_0000.nii.gz") == ("a_0000", ".nii.gz")
+    assert split_image_name("B.MHA") == ("B", ".MHA")
+    assert split_image_name("a.raw") is None
+    assert split_image_name(".hidden.nii.gz") is None
+
+
+def test_pair_cases_nnunet_and_same_name(tmp_path: Path) -> None:
+    images, segs = tmp_path / "images", tmp_path / "segs"
+    img, seg = make_image(), make_seg()
+    write(images / "b_0000.nrrd", img)
+    write(images / "b_0001.nrrd", img)  # second channel: ignored
+    write(images / "a_0000.nii.gz", img)
+    write(images / "c.mha", img)  # same-name pair
+    write(images / "d_0000.nii.gz", img)  # no segmentation
+    (images / "dataset.json").write_text("{}")
+    (images / "notes.txt").write_text("not an image")
+    write(segs / "a.nii.gz", seg)
+    write(segs / "b.nii.gz", seg)  # extension differs from its image
+    write(segs / "c.mha", seg)
+    write(segs / "e.nrrd", seg)  # no image
+    pairs, problems = pair_cases(images, segs)
+    assert pairs == [
+        CasePair("a", images / "a_0000.nii.gz", segs / "a.nii.gz"),
+        CasePair("b", images / "b_0000.nrrd", segs / "b.nii.gz"),
+        CasePair("c", images / "c.mha", segs / "c.mha"),
+    ]
+    assert [case for case, _ in problems] == ["d", "e"]
+    assert "no segmentation" in problems[0][1] and "d_0000.nii.gz" in problems[0][1]
+    assert "no image" in problems[1][1] and "e.nrrd" in problems[1][1]
+
+
+def test_pair_cases_ambiguous_and_same_folder(tmp_path: Path) -> None:
+    images, segs = tmp_path / "images", tmp_path / "segs"
+    write(images / "a_0000.nii.gz", make_image())
+    write(images / "a.nii.gz", make_image())
+    write(segs / "a.nii.gz", make_seg())
+    pairs, problems = pair_cases(images, segs)
+    assert pairs == [] and problems[0][0] == "a" and "several images" in problems[0][1]
+
+    both = tmp_path / "both"
+    write(both / "x_0000.mha", make_image())
+    write(both / "x.mha", make_seg())
+    pairs, problems = pair_cases(both, both)
+    assert pairs == [CasePair("x", both / "x_0000.mha", both / "x.mha")] and problems == []
+
+
+def test_pair_cases_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(QCInputError, match="not a directory"):
+        pair_cases(tmp_path / "nope", tmp_path)
+
+
+def test_label_map_from_dataset_json(tmp_path: Path) -> None:
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"labels": {"background": 0, "LV": 3, "RV": 1, "MYO": 2}}))
+    assert list(label_map_from_dataset_json(path).items()) == [("RV", 1), ("MYO", 2), ("LV", 3)]
+    path.write_text(json.dumps({"labels": {"0": "background", "1": "liver"}}))
+    assert label_map_from_dataset_json(path) == {"liver": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"labels": {"background": 0, "whole": [1, 2], "core": 2}}', "region-based"),
+        ('{"name": "x"}', 'no "labels"'),
+        ('{"labels": {"background": 0, "a": 1, "b": 1}}', "share values"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_label_map_errors(tmp_path: Path, content: str, match: str) -> None:
+    path = tmp_path / "dataset.json"
+    path.write_text(content)
+    with pytest.raises(QCInputError, match=match):
+        label_map_from_dataset_json(path)
