@@ -1,0 +1,86 @@
+"""QC bundles: MONAI bundle folders carrying the QC network, its transforms and thresholds.
+
+A bundle folder holds ``configs/inference.json`` (parsed with MONAI's ``ConfigParser``),
+``configs/metadata.json`` and ``models/model.pt`` (the network's state dict). The inference
+config defines at least ``labels`` (foreground class name -> label value), ``network_def``,
+``preprocessing`` and ``thresholds``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+
+from monai_qc.errors import BundleError
+
+__all__ = ["DEFAULT_BUNDLE", "load_bundle", "resolve_bundle", "shipped_bundles"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUNDLE = "cmr_acdc_qc"
+
+
+def shipped_bundles() -> dict[str, Path]:
+    """Bundles installed with the package, by name."""
+    found: dict[str, Path] = {}
+    try:
+        root = Path(str(resources.files("monai_qc.bundles")))
+    except ModuleNotFoundError:
+        return found
+    for config in sorted(root.glob("*/configs/inference.json")):
+        found[config.parent.parent.name] = config.parent.parent
+    return found
+
+
+def resolve_bundle(path_or_name: str | Path | None = None) -> Path:
+    """The folder of a bundle given by path, by shipped name, or the default bundle."""
+    if path_or_name is None:
+        path_or_name = DEFAULT_BUNDLE
+    path = Path(path_or_name)
+    if path.is_dir():
+        if not (path / "configs" / "inference.json").is_file():
+            raise BundleError(f"{path}: not a QC bundle (no configs/inference.json)")
+        return path
+    shipped = shipped_bundles()
+    if str(path_or_name) in shipped:
+        return shipped[str(path_or_name)]
+    known = ", ".join(shipped) or "none installed"
+    raise BundleError(
+        f"{path_or_name}: no such bundle folder, and no shipped bundle of that name "
+        f"(shipped: {known}); pass --bundle PATH to a bundle folder"
+    )
+
+
+def load_bundle(path_or_name: str | Path | None = None) -> tuple[ConfigParser, Path]:
+    """Parse a bundle's inference config; ``bundle_root`` is set to the bundle folder."""
+    root = resolve_bundle(path_or_name).resolve()
+    parser = ConfigParser()
+    try:
+        parser.read_config(str(root / "configs" / "inference.json"))
+        parser.read_meta(str(root / "configs" / "metadata.json"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise BundleError(f"{root}: unreadable bundle config: {error}") from error
+    parser["bundle_root"] = str(root)
+    for key in ("labels", "network_def", "preprocessing", "thresholds"):
+        if key not in parser.get():
+            raise BundleError(f"{root}/configs/inference.json: missing '{key}'")
+    return parser, root
+
+
+def load_weights(network: torch.nn.Module, weights_file: Path) -> None:
+    """Load a state dict (or a checkpoint holding ``state_dict``) into ``network``."""
+    if not weights_file.is_file():
+        raise BundleError(f"{weights_file}: the bundle has no trained weights")
+    state: Any = torch.load(weights_file, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise BundleError(f"{weights_file}: weights do not fit the network: {error}") from error

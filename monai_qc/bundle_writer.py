@@ -1,0 +1,166 @@
+"""Writing QC bundles: configs, metadata (MONAI's schema), weights, docs and licence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import monai
+import numpy as np
+import torch
+
+from monai_qc.report import atomic_write_text
+
+__all__ = ["inference_config", "metadata", "write_bundle"]
+
+SCHEMA_URL = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+    "meta_schema_20240725.json"
+)
+
+
+def inference_config(
+    network_name: str,
+    labels: Mapping[str, int],
+    thresholds: Mapping[str, Any],
+    spatial_size: tuple[int, int] = (128, 128),
+    network_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``configs/inference.json``: QC of a folder with ``python -m monai.bundle run``."""
+    return {
+        "imports": ["$import pathlib", "$import monai_qc.check", "$import monai_qc.inference"],
+        "bundle_root": ".",
+        "device": "cpu",
+        "labels": dict(labels),
+        "n_classes": 1 + len(labels),
+        "spatial_size": list(spatial_size),
+        "network_def": {
+            "_target_": "monai_qc.networks.build_qc_network",
+            "name": network_name,
+            "n_classes": "@n_classes",
+            **dict(network_kwargs or {}),
+        },
+        "preprocessing": {
+            "_target_": "monai_qc.transforms.QCSliceInputs",
+            "n_classes": "@n_classes",
+            "spatial_size": "@spatial_size",
+        },
+        "thresholds": dict(thresholds),
+        "images_dir": "images",
+        "segs_dir": "segs",
+        "output_dir": "qc",
+        "predictor": "$monai_qc.inference.QCPredictor.from_bundle(@bundle_root, device=@device)",
+        "run": [
+            "$monai_qc.check.check_folder(@predictor, pathlib.Path(@images_dir), "
+            "pathlib.Path(@segs_dir), pathlib.Path(@output_dir))"
+        ],
+    }
+
+
+def metadata(
+    labels: Mapping[str, int],
+    n_classes: int,
+    spatial_size: tuple[int, int],
+    version: str,
+    description: str,
+    eval_metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``configs/metadata.json`` following MONAI's bundle metadata schema."""
+    names = ["background", *sorted(labels, key=labels.__getitem__)]
+    channels = {"0": "image (CLAHE)", **{str(i + 1): f"one-hot {n}" for i, n in enumerate(names)}}
+    outputs = {str(i): f"DSC {n}" for i, n in enumerate(names)}
+    outputs.update({str(n_classes + i): f"MVSF {n}" for i, n in enumerate(names)})
+    return {
+        "schema": SCHEMA_URL,
+        "version": version,
+        "changelog": {version: "trained QC model"},
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": np.__version__,
+        "required_packages_version": {"monai-qc": _package_version()},
+        "task": "Segmentation quality control without ground truth (per-slice DSC and MVSF)",
+        "description": description,
+        "authors": "monai-qc contributors",
+        "copyright": "Copyright (c) monai-qc contributors",
+        "data_source": "ACDC (Bernard et al., IEEE TMI 2018), segmented by nnU-Net variants",
+        "data_type": "nifti",
+        "image_classes": "one channel cine MRI short-axis slice, intensity normalised + CLAHE",
+        "label_classes": json.dumps(dict(labels)),
+        "pred_classes": "per class DSC in [0, 1] then per class MVSF in [-2, 2], background first",
+        "eval_metrics": dict(eval_metrics or {}),
+        "intended_use": "Research: flag segmentations likely to be poor; not for clinical use",
+        "references": [
+            "Fournel et al., Medical image segmentation automatic quality control: a "
+            "multi-dimensional approach, Medical Image Analysis 74, 2021"
+        ],
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": "MR",
+                    "num_channels": 1 + n_classes,
+                    "spatial_shape": list(spatial_size),
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": channels,
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "probabilities",
+                    "format": "regression",
+                    "num_channels": 2 * n_classes,
+                    "spatial_shape": [1],
+                    "dtype": "float32",
+                    "value_range": [-2, 2],
+                    "is_patch_data": False,
+                    "channel_def": outputs,
+                }
+            },
+        },
+    }
+
+
+def _package_version() -> str:
+    from monai_qc import __version__
+
+    return __version__
+
+
+def write_bundle(
+    folder: Path,
+    network: torch.nn.Module,
+    network_name: str,
+    labels: Mapping[str, int],
+    thresholds: Mapping[str, Any],
+    version: str = "0.1.0",
+    description: str = "QC network predicting per-slice DSC and MVSF of a segmentation",
+    spatial_size: tuple[int, int] = (128, 128),
+    network_kwargs: Mapping[str, Any] | None = None,
+    eval_metrics: Mapping[str, Any] | None = None,
+    readme: str | None = None,
+) -> Path:
+    """Write a complete QC bundle folder; return it."""
+    folder = Path(folder)
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    n_classes = 1 + len(labels)
+    config = inference_config(network_name, labels, thresholds, spatial_size, network_kwargs)
+    meta = metadata(labels, n_classes, spatial_size, version, description, eval_metrics)
+    atomic_write_text(folder / "configs" / "inference.json", json.dumps(config, indent=2))
+    atomic_write_text(folder / "configs" / "metadata.json", json.dumps(meta, indent=2))
+    tmp = folder / "models" / "model.pt.tmp"
+    torch.save(network.state_dict(), tmp)
+    tmp.replace(folder / "models" / "model.pt")
+    atomic_write_text(
+        folder / "docs" / "README.md", readme or f"# {folder.name}\n\n{description}\n"
+    )
+    licence = folder / "LICENSE"
+    if not licence.exists():
+        atomic_write_text(
+            licence, "Apache License 2.0 - see https://www.apache.org/licenses/LICENSE-2.0\n"
+        )
+    return folder

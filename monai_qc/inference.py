@@ -1,0 +1,270 @@
+"""QCPredictor: an image and its segmentation in, predicted per-slice and 3D quality out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_qc.bundle import load_bundle, load_weights
+from monai_qc.errors import QCInputError
+from monai_qc.reconstruction import reconstruct_volume_dsc
+
+__all__ = ["QCPredictor", "QCResult", "Thresholds", "class_indices", "slice_areas"]
+
+logger = logging.getLogger(__name__)
+
+#: A class missing from a slice's segmentation is reported as null (absent from the truth
+#: too) when its predicted DSC is at least this: the network then expects no truth there.
+ABSENT_DSC = 0.5
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-class DSC thresholds below which a case fails or a slice is flagged."""
+
+    min_dsc: dict[str, float] = field(default_factory=dict)
+    min_slice_dsc: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], class_names: Sequence[str]) -> Thresholds:
+        """From ``{"min_dsc": x or {class: x}, "min_slice_dsc": ...}``."""
+
+        def per_class(value: Any) -> dict[str, float]:
+            if value is None:
+                return {}
+            if isinstance(value, Mapping):
+                return {str(k): float(v) for k, v in value.items()}
+            return {name: float(value) for name in class_names}
+
+        return cls(per_class(config.get("min_dsc")), per_class(config.get("min_slice_dsc")))
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {"min_dsc": dict(self.min_dsc), "min_slice_dsc": dict(self.min_slice_dsc)}
+
+
+def class_indices(
+    segmentation: np.ndarray, labels: Mapping[str, int], source: str | Path | None = None
+) -> np.ndarray:
+    """Label values -> class indices (0 background, j = j-th foreground label by value)."""
+    values = [0, *sorted(labels.values())]
+    lookup = np.full(max(values) + 1, -1, dtype=np.int64)
+    lookup[values] = np.arange(len(values))
+    seg = np.asarray(segmentation)
+    if not np.issubdtype(seg.dtype, np.integer):
+        if not np.all(np.isfinite(seg)) or np.any(seg != np.round(seg)):
+            raise QCInputError(source, "segmentation holds non-integer values")
+        seg = seg.astype(np.int64)
+    present = np.unique(seg)
+    unknown = [int(v) for v in present if v < 0 or v >= len(lookup) or lookup[v] < 0]
+    if unknown:
+        raise QCInputError(source, f"unknown label values {unknown}; the model knows {values}")
+    return lookup[seg]
+
+
+def slice_areas(indices: np.ndarray, n_classes: int) -> np.ndarray:
+    """Voxel count of every class on every slice, (S, K)."""
+    n_slices = indices.shape[0]
+    codes = indices.reshape(n_slices, -1) + n_classes * np.arange(n_slices)[:, None]
+    return np.bincount(codes.ravel(), minlength=n_slices * n_classes).reshape(n_slices, n_classes)
+
+
+@dataclass
+class QCResult:
+    """Predicted quality of one segmentation. Arrays have K columns, background first."""
+
+    case: str
+    labels: dict[str, int]
+    slice_dsc: np.ndarray
+    slice_mvsf: np.ndarray
+    seg_area: np.ndarray
+    volume_dsc: np.ndarray
+    spacing: tuple[float, float, float]
+    thresholds: Thresholds
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Foreground class names in column order (column 0, background, is not named)."""
+        return sorted(self.labels, key=self.labels.__getitem__)
+
+    def _absent(self) -> np.ndarray:
+        """(S, K) True where a class is, as predicted, absent from both maps."""
+        return (self.seg_area == 0) & (self.slice_dsc >= ABSENT_DSC)
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(S,) True for slices whose predicted DSC is below a slice threshold."""
+        low = np.zeros(self.slice_dsc.shape[0], dtype=bool)
+        absent = self._absent()
+        for j, name in enumerate(self.class_names, start=1):
+            if name in self.thresholds.min_slice_dsc:
+                below = self.slice_dsc[:, j] < self.thresholds.min_slice_dsc[name]
+                low |= below & ~absent[:, j]
+        return low
+
+    @property
+    def failed_classes(self) -> list[str]:
+        """Classes whose reconstructed 3D DSC is below the case threshold."""
+        return [
+            name
+            for j, name in enumerate(self.class_names, start=1)
+            if name in self.thresholds.min_dsc
+            and np.isfinite(self.volume_dsc[j])
+            and self.volume_dsc[j] < self.thresholds.min_dsc[name]
+        ]
+
+    @property
+    def verdict(self) -> str:
+        """``"fail"`` when a class or a slice is below its threshold, else ``"pass"``."""
+        return "fail" if self.failed_classes or self.flagged.any() else "pass"
+
+    def segmented_ml(self) -> dict[str, float]:
+        """Segmented volume of every class, mL."""
+        voxel_ml = float(np.prod(self.spacing)) / 1000.0
+        totals = self.seg_area.sum(axis=0)
+        return {name: float(totals[j]) * voxel_ml for j, name in enumerate(self.class_names, 1)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per-case report (see the README for the format)."""
+        absent, flagged = self._absent(), self.flagged
+        names = self.class_names
+
+        def row(values: np.ndarray, mask: np.ndarray) -> dict[str, float | None]:
+            return {
+                n: None if mask[j] or not np.isfinite(values[j]) else round(float(values[j]), 4)
+                for j, n in enumerate(names, start=1)
+            }
+
+        slices = [
+            {
+                "index": i,
+                "dsc": row(self.slice_dsc[i], absent[i]),
+                "mvsf": row(self.slice_mvsf[i], absent[i]),
+                "area": {n: int(self.seg_area[i, j]) for j, n in enumerate(names, start=1)},
+                "flagged": bool(flagged[i]),
+            }
+            for i in range(self.slice_dsc.shape[0])
+        ]
+        no_mask = np.zeros(len(names) + 1, dtype=bool)
+        return {
+            "case": self.case,
+            "labels": dict(self.labels),
+            "slices": slices,
+            "volume": {
+                "dsc": row(self.volume_dsc, no_mask),
+                "segmented_ml": {k: round(v, 3) for k, v in self.segmented_ml().items()},
+            },
+            "spacing": list(self.spacing),
+            "thresholds": self.thresholds.to_dict(),
+            "failed_classes": self.failed_classes,
+            "flagged_slices": [int(i) for i in np.flatnonzero(flagged)],
+            "verdict": self.verdict,
+            **self.extra,
+        }
+
+
+class QCPredictor:
+    """Predicts per-slice DSC/MVSF and the reconstructed 3D DSC of a segmentation.
+
+    Args:
+        network: QC network mapping (B, 1+K, H, W) to (B, 2K) (DSCs then MVSFs).
+        preprocessing: callable (image, class-index segmentation) -> (S, 1+K, H, W) tensor.
+        labels: foreground class name -> label value.
+        thresholds: case and slice thresholds.
+        device: torch device of the network.
+        name: name of the model (reported).
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        preprocessing: Any,
+        labels: Mapping[str, int],
+        thresholds: Thresholds | None = None,
+        device: str | torch.device = "cpu",
+        name: str = "qc",
+    ) -> None:
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.preprocessing = preprocessing
+        self.labels = dict(labels)
+        self.n_classes = 1 + len(self.labels)
+        self.thresholds = thresholds or Thresholds()
+        self.name = name
+
+    @classmethod
+    def from_bundle(
+        cls, path_or_name: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> QCPredictor:
+        """A predictor from a bundle folder or the name of a shipped bundle (default one)."""
+        parser, root = load_bundle(path_or_name)
+        labels = {str(k): int(v) for k, v in parser.get_parsed_content("labels").items()}
+        network = parser.get_parsed_content("network_def")
+        load_weights(network, root / "models" / "model.pt")
+        names = sorted(labels, key=labels.__getitem__)
+        thresholds = Thresholds.from_config(parser.get_parsed_content("thresholds"), names)
+        return cls(
+            network,
+            parser.get_parsed_content("preprocessing"),
+            labels,
+            thresholds,
+            device,
+            name=root.name,
+        )
+
+    def predict(
+        self,
+        image: np.ndarray,
+        segmentation: np.ndarray,
+        spacing: Sequence[float] | None = None,
+        case: str = "case",
+    ) -> QCResult:
+        """QC of one subject: image and segmentation (S, H, W) with label values.
+
+        Args:
+            image: the image, slices along the first axis.
+            segmentation: the segmentation to check, same shape.
+            spacing: voxel spacing (sz, sy, sx) in mm; None means 1 mm (volumes in voxels).
+            case: case identifier, used in the result and in error messages.
+        """
+        image = np.asarray(image)
+        segmentation = np.asarray(segmentation)
+        if image.ndim != 3 or segmentation.ndim != 3:
+            raise QCInputError(
+                case,
+                f"expected 3D arrays, got image {image.shape} and "
+                f"segmentation {segmentation.shape}",
+            )
+        if image.shape != segmentation.shape:
+            raise QCInputError(
+                case,
+                f"image shape {image.shape} differs from segmentation shape {segmentation.shape}",
+            )
+        if not np.all(np.isfinite(image)):
+            raise QCInputError(case, "image holds NaN or infinite values")
+        indices = class_indices(segmentation, self.labels, case)
+        if not indices.any():
+            raise QCInputError(case, "segmentation is empty (background only)")
+        inputs = self.preprocessing(image.astype(np.float32), indices)
+        with torch.inference_mode():
+            output = self.network(torch.as_tensor(inputs).to(self.device)).float().cpu().numpy()
+        k = self.n_classes
+        dsc, mvsf = output[:, :k].astype(np.float64), output[:, k : 2 * k].astype(np.float64)
+        areas = slice_areas(indices, k)
+        return QCResult(
+            case=case,
+            labels=self.labels,
+            slice_dsc=dsc,
+            slice_mvsf=mvsf,
+            seg_area=areas,
+            volume_dsc=reconstruct_volume_dsc(dsc, mvsf, areas),
+            spacing=tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
+            thresholds=self.thresholds,
+            extra={"model": self.name},
+        )
