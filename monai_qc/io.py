@@ -27,6 +27,7 @@ __all__ = [
     "label_map_from_dataset_json",
     "load_case",
     "pair_cases",
+    "patient_of",
     "read_volume",
     "split_image_name",
 ]
@@ -325,3 +326,9 @@ def label_map_from_dataset_json(path: str | Path) -> dict[str, int]:
     if not result:
         raise QCInputError(path, "has no foreground labels")
     return dict(sorted(result.items(), key=lambda item: item[1]))
+
+
+def patient_of(case_id: str) -> str:
+    """Patient of a case id: the id without a trailing ED/ES phase (``acdc_001_ED``)."""
+    head, _, tail = case_id.rpartition("_")
+    return head if head and tail.upper() in {"ED", "ES"} else case_id

@@ -1,0 +1,98 @@
+"""QCPredictor on phantoms: shapes, reconstruction, null policy, verdicts and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monai_qc import QCInputError, QCPredictor
+from monai_qc.inference import QCResult, Thresholds, class_indices, slice_areas
+from monai_qc.phantom import PHANTOM_LABELS, make_phantom
+from monai_qc.reconstruction import reconstruct_volume_dsc
+
+
+@pytest.fixture(scope="module")
+def predictor(untrained_bundle) -> QCPredictor:
+    return QCPredictor.from_bundle(untrained_bundle)
+
+
+def test_predict_report_matches_interface(predictor: QCPredictor) -> None:
+    image, labels = make_phantom(3, n_slices=7)
+    result = predictor.predict(image, labels, spacing=(10.0, 1.5, 1.5), case="p3")
+    report = result.to_dict()
+    assert report["case"] == "p3"
+    assert report["labels"] == PHANTOM_LABELS
+    assert [s["index"] for s in report["slices"]] == list(range(7))
+    assert report["verdict"] in {"pass", "fail"}
+    for s in report["slices"]:
+        assert set(s["dsc"]) == set(PHANTOM_LABELS) == set(s["mvsf"])
+        for name, value in s["dsc"].items():
+            assert value is None or 0.0 <= value <= 1.0
+            area = int((labels[s["index"]] == PHANTOM_LABELS[name]).sum())
+            assert s["area"][name] == area
+    # the volume DSC is the 2D_R reconstruction of the slice predictions
+    expected = reconstruct_volume_dsc(result.slice_dsc, result.slice_mvsf, result.seg_area)
+    np.testing.assert_allclose(result.volume_dsc, expected)
+    lv_ml = (labels == 3).sum() * 10.0 * 1.5 * 1.5 / 1000
+    assert report["volume"]["segmented_ml"]["LV"] == pytest.approx(lv_ml, abs=1e-3)
+
+
+def test_absent_class_reported_as_null_only_when_predicted_absent() -> None:
+    k = 4
+    dsc = np.array([[0.9, 0.8, 0.7, 0.9], [0.9, 0.95, 0.2, 0.9]])
+    areas = np.array([[100, 0, 20, 30], [100, 0, 0, 30]])
+    result = QCResult(
+        "c",
+        PHANTOM_LABELS,
+        dsc,
+        np.zeros((2, k)),
+        areas,
+        np.full(k, 0.8),
+        (1.0, 1.0, 1.0),
+        Thresholds({}, {"RV": 0.3, "MYO": 0.3, "LV": 0.3}),
+    )
+    slices = result.to_dict()["slices"]
+    assert slices[0]["dsc"]["RV"] is None  # no RV segmented, predicted absent from truth too
+    assert slices[1]["dsc"]["MYO"] == 0.2  # no MYO segmented but predicted missed: reported
+    assert [s["flagged"] for s in slices] == [False, True]
+    assert result.verdict == "fail"
+
+
+def test_case_threshold_fails_low_volume_dsc() -> None:
+    result = QCResult(
+        "c",
+        PHANTOM_LABELS,
+        np.full((1, 4), 0.9),
+        np.zeros((1, 4)),
+        np.full((1, 4), 10),
+        np.array([1.0, 0.9, 0.5, 0.9]),
+        (1.0, 1.0, 1.0),
+        Thresholds({"MYO": 0.7}, {}),
+    )
+    assert result.failed_classes == ["MYO"]
+    assert result.verdict == "fail"
+
+
+def test_class_indices_and_areas() -> None:
+    seg = np.array([[[0, 1], [2, 3]], [[3, 3], [0, 0]]])
+    idx = class_indices(seg, {"A": 1, "B": 2, "C": 3})
+    np.testing.assert_array_equal(idx, seg)
+    np.testing.assert_array_equal(slice_areas(idx, 4), [[1, 1, 1, 1], [2, 0, 0, 2]])
+    with pytest.raises(QCInputError, match=r"unknown label values \[5\]"):
+        class_indices(np.array([[[5]]]), {"A": 1}, "x.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("image", "seg", "message"),
+    [
+        (np.zeros((4, 8, 8)), np.zeros((4, 8, 9), np.uint8), "differs"),
+        (np.zeros((8, 8)), np.zeros((8, 8), np.uint8), "3D"),
+        (np.full((2, 8, 8), np.nan), np.ones((2, 8, 8), np.uint8), "NaN"),
+        (np.zeros((2, 8, 8)), np.zeros((2, 8, 8), np.uint8), "empty"),
+        (np.zeros((2, 8, 8)), np.full((2, 8, 8), 7, np.uint8), "unknown label"),
+    ],
+)
+def test_bad_input_names_the_case(predictor: QCPredictor, image, seg, message: str) -> None:
+    with pytest.raises(QCInputError, match=message) as info:
+        predictor.predict(image, seg, case="bad_case")
+    assert "bad_case" in str(info.value)
