@@ -1,0 +1,169 @@
+"""``monai-qc variants``: segmentation-model variants of varying quality, with nnU-Net."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+__all__ = ["build_dataset", "variants"]
+
+
+def _csv_numbers(kind: type) -> click.ParamType:
+    class _Numbers(click.ParamType):
+        name = f"comma-separated {kind.__name__}s"
+
+        def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+            if isinstance(value, tuple):
+                return value
+            try:
+                return tuple(kind(v) for v in str(value).split(","))
+            except ValueError:
+                self.fail(
+                    f"{value!r} is not a comma-separated list of {kind.__name__}s", param, ctx
+                )
+
+    return _Numbers()
+
+
+_dataset_option = click.option(
+    "--dataset",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="nnU-Net raw data set folder (DatasetXXX_Name with imagesTr, labelsTr, dataset.json).",
+)
+_work_option = click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Working folder (nnU-Net folders, checkpoints, predictions); resumable.",
+)
+
+
+@click.group()
+def variants() -> None:
+    """Train and run nnU-Net checkpoint variants of varying quality."""
+
+
+@variants.command("train")
+@_dataset_option
+@_work_option
+@click.option("-n", "--n-variants", default=12, show_default=True, help="Number of variants.")
+@click.option("--seed", default=2026, show_default=True, help="Seed drawing the variants.")
+@click.option("--width-divisors", type=_csv_numbers(int), default="4,8", show_default=True)
+@click.option(
+    "--fractions",
+    type=_csv_numbers(float),
+    default="0.1,0.25,0.5,1.0",
+    show_default=True,
+    help="Fractions of the training patients to draw from.",
+)
+@click.option(
+    "--epochs",
+    type=(int, int),
+    default=(2, 48),
+    show_default=True,
+    help="Range of epochs (log-uniform).",
+)
+@click.option("--iterations-per-epoch", default=25, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--patch-size", type=(int, int), default=(128, 128), show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+def train_command(
+    dataset: Path,
+    work: Path,
+    n_variants: int,
+    seed: int,
+    width_divisors: tuple[int, ...],
+    fractions: tuple[float, ...],
+    epochs: tuple[int, int],
+    iterations_per_epoch: int,
+    batch_size: int,
+    patch_size: tuple[int, int],
+    device: str,
+) -> None:
+    """Plan, preprocess and train the variants with nnU-Net (skips finished ones)."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from nnunet_hooks.variants import (
+        add_variant_configurations,
+        sample_variants,
+        train_variant,
+        write_variant_splits,
+    )
+    from nnunet_hooks.workspace import VariantWorkspace
+
+    ws = VariantWorkspace(work.resolve(), dataset.resolve())
+    started = time.perf_counter()
+    plans = ws.plan_and_preprocess()
+    specs = [
+        replace(v, patch_size=patch_size)
+        for v in sample_variants(
+            n_variants, seed, width_divisors, fractions, epochs, iterations_per_epoch, batch_size
+        )
+    ]
+    ws.save_variants(specs)
+    write_variant_splits(ws.preprocessed_dataset, ws.case_ids(), specs, seed)
+    add_variant_configurations(plans, specs)
+    click.echo(f"planned in {time.perf_counter() - started:.0f} s; training {len(specs)} variants")
+    for spec in tqdm(specs, desc="variants", unit="variant"):
+        t0 = time.perf_counter()
+        snapshots = train_variant(
+            ws.dataset_id,
+            spec,
+            ws.preprocessed,
+            ws.results,
+            ws.logs / f"train_{spec.name}.log",
+            device,
+        )
+        tqdm.write(
+            f"{spec.name}: width/{spec.width_divisor} fraction {spec.data_fraction} "
+            f"{spec.num_epochs} epochs -> {len(snapshots)} snapshots "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
+    click.echo(f"variants trained in {time.perf_counter() - started:.0f} s")
+
+
+@variants.command("predict")
+@_work_option
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+def predict_command(work: Path, device: str) -> None:
+    """Segment every case with every kept checkpoint; record true scores (resumable)."""
+    from monai_qc.io import label_map_from_dataset_json
+    from monai_qc.qc_collect import TrueScoreCollector
+    from nnunet_hooks.checkpoint_runs import list_checkpoints, preprocess_cases, run_checkpoints
+    from nnunet_hooks.manager import get_plugin_manager
+    from nnunet_hooks.workspace import VariantWorkspace
+
+    ws = VariantWorkspace.load(work.resolve())
+    started = time.perf_counter()
+    dataset_json = ws.dataset / "dataset.json"
+    labels = label_map_from_dataset_json(dataset_json)
+    ending = json.loads(dataset_json.read_text())["file_ending"]
+    collector = TrueScoreCollector(
+        ws.dataset / "labelsTr", ending, [0, *labels.values()], ws.collected
+    )
+    checkpoints = list_checkpoints(ws)
+    todo = [c for c in checkpoints if not collector.is_complete(c.name)]
+    click.echo(f"{len(checkpoints)} checkpoints, {len(todo)} to run")
+    if not todo:
+        return
+    cases = list(preprocess_cases(ws, ws.case_ids()))
+    click.echo(f"{len(cases)} cases preprocessed in {time.perf_counter() - started:.0f} s")
+    splits = json.loads((ws.preprocessed_dataset / "splits_final.json").read_text())
+    manager = get_plugin_manager([collector], load_entry_points=False)
+    run_checkpoints(
+        ws, manager.hook, cases, todo, lambda spec: splits[spec.fold]["train"], device=device
+    )
+    click.echo(f"predicted in {time.perf_counter() - started:.0f} s")
+
+
+@click.command("build-dataset")
+@_work_option
+def build_dataset(work: Path) -> None:
+    """Balance and split the collected segmentations into a QC data set."""
+    raise click.UsageError("not available yet")

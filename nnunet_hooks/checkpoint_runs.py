@@ -1,0 +1,184 @@
+"""Run every kept checkpoint of every variant over a data set, in-process, firing the hooks.
+
+Cases are read and preprocessed once by nnU-Net's own preprocessor; each checkpoint is then
+loaded into an ``nnUNetPredictor`` through ``manual_initialization`` (no files written by
+nnU-Net) and its segmentations, in the geometry of the original images, are handed to the
+plugins through the ``case_segmented`` hook.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+import torch
+from tqdm import tqdm
+
+from nnunet_hooks.hookspecs import SegmentedCase
+from nnunet_hooks.trainers import nnUNetTrainerQCVariant, snapshot_name
+from nnunet_hooks.variants import TRAINER_NAME, VariantSpec, variant_output_folder
+from nnunet_hooks.workspace import VariantWorkspace
+
+__all__ = [
+    "Checkpoint",
+    "PreprocessedCase",
+    "list_checkpoints",
+    "preprocess_cases",
+    "run_checkpoints",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One kept snapshot of one variant."""
+
+    spec: VariantSpec
+    epoch: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """Identifier of the segmentation model, e.g. ``v03_e0012``."""
+        return f"{self.spec.name}_e{self.epoch:04d}"
+
+
+@dataclass
+class PreprocessedCase:
+    """A case read and preprocessed once, reused by every checkpoint."""
+
+    case_id: str
+    image: np.ndarray
+    spacing: tuple[float, float, float]
+    data: np.ndarray
+    properties: dict[str, Any]
+
+
+def list_checkpoints(ws: VariantWorkspace) -> list[Checkpoint]:
+    """Every snapshot file of every variant of a workspace, in variant and epoch order."""
+    checkpoints = []
+    for spec in ws.load_variants():
+        folder = variant_output_folder(ws.results, ws.dataset_name, spec)
+        for epoch in spec.snapshot_epochs:
+            path = folder / snapshot_name(epoch)
+            if path.is_file():
+                checkpoints.append(Checkpoint(spec, epoch, path))
+    return checkpoints
+
+
+def _plans(ws: VariantWorkspace) -> tuple[Any, dict]:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = json.loads((ws.preprocessed_dataset / "nnUNetPlans.json").read_text())
+    dataset_json = json.loads((ws.preprocessed_dataset / "dataset.json").read_text())
+    return PlansManager(plans), dataset_json
+
+
+def preprocess_cases(
+    ws: VariantWorkspace, case_ids: Sequence[str], base_configuration: str = "2d"
+) -> Iterator[PreprocessedCase]:
+    """Read and preprocess cases with nnU-Net's preprocessor of the base configuration."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+    plans_manager, dataset_json = _plans(ws)
+    configuration = plans_manager.get_configuration(base_configuration)
+    reader = plans_manager.image_reader_writer_class()
+    preprocessor = DefaultPreprocessor(verbose=False)
+    ending = dataset_json["file_ending"]
+    for case_id in case_ids:
+        files = sorted(
+            str(p)
+            for p in (ws.dataset / "imagesTr").glob(f"{case_id}_[0-9][0-9][0-9][0-9]{ending}")
+        )
+        data, properties = reader.read_images(files)
+        image = np.asarray(data[0], dtype=np.float32).copy()
+        spacing = tuple(float(s) for s in properties["spacing"])
+        data, _, properties = preprocessor.run_case_npy(
+            data, None, properties, plans_manager, configuration, dataset_json
+        )
+        yield PreprocessedCase(case_id, image, spacing, data, properties)  # type: ignore[arg-type]
+
+
+def _predictor(ws: VariantWorkspace, checkpoint: Checkpoint, device: torch.device) -> Any:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    plans_manager, dataset_json = _plans(ws)
+    configuration = plans_manager.get_configuration(checkpoint.spec.configuration)
+    inference_patch = configuration.configuration["qc_variant"].get("inference_patch_size")
+    if inference_patch:  # fully convolutional: predict whole slices, not training patches
+        configuration = ConfigurationManager(
+            {**configuration.configuration, "patch_size": inference_patch}
+        )
+    n_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    network = nnUNetTrainerQCVariant.build_network_architecture(
+        plans_manager, configuration, 1, n_outputs, enable_deep_supervision=False
+    )
+    weights = torch.load(checkpoint.path, map_location="cpu", weights_only=False)["network_weights"]
+    network.load_state_dict(weights)
+    predictor = nnUNetPredictor(use_mirroring=False, device=device, allow_tqdm=False)
+    predictor.manual_initialization(
+        network, plans_manager, configuration, [weights], dataset_json, TRAINER_NAME, None
+    )
+    return predictor
+
+
+def run_checkpoints(
+    ws: VariantWorkspace,
+    hook: pluggy.HookRelay,
+    cases: Sequence[PreprocessedCase],
+    checkpoints: Sequence[Checkpoint],
+    training_cases: Callable[[VariantSpec], list[str]],
+    skip: Callable[[Checkpoint], bool] = lambda c: False,
+    device: str = "cpu",
+) -> int:
+    """Segment ``cases`` with every checkpoint, firing the run and case hooks; return runs done."""
+    from nnunetv2.inference.export_prediction import (
+        convert_predicted_logits_to_segmentation_with_correct_shape as to_original_shape,
+    )
+
+    done = 0
+    for checkpoint in tqdm(checkpoints, desc="checkpoints", unit="model"):
+        if skip(checkpoint):
+            continue
+        predictor = _predictor(ws, checkpoint, torch.device(device))
+        model = {
+            "name": checkpoint.name,
+            "variant": checkpoint.spec.name,
+            "epoch": checkpoint.epoch,
+            "width_divisor": checkpoint.spec.width_divisor,
+            "data_fraction": checkpoint.spec.data_fraction,
+            "checkpoint": str(checkpoint.path),
+            "training_cases": training_cases(checkpoint.spec),
+        }
+        hook.run_started(config={"model": model}, output_folder=None)
+        for case in cases:
+            logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(case.data))
+            segmentation = to_original_shape(
+                logits,
+                predictor.plans_manager,
+                predictor.configuration_manager,
+                predictor.label_manager,
+                copy.deepcopy(case.properties),
+            )
+            hook.case_segmented(
+                case=SegmentedCase(
+                    case.case_id,
+                    np.asarray(segmentation),
+                    case.image,
+                    case.spacing,
+                    case.properties,
+                    model,
+                )
+            )
+        hook.run_finished(summary={"model": model, "n_cases": len(cases)})
+        done += 1
+    return done

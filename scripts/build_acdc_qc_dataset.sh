@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the ACDC QC training data set from nnU-Net checkpoint variants.
+# Usage: scripts/build_acdc_qc_dataset.sh DATASET_DIR WORK_DIR OUT_DIR
+#   DATASET_DIR  nnU-Net raw data set, e.g. ../shared/data/Dataset027_ACDC
+#   WORK_DIR     working folder (nnU-Net folders, checkpoints, segmentations); resumable
+#   OUT_DIR      where the balanced QC data set is written
+# Every stage skips work already done, so an interrupted run can be started again.
+set -euo pipefail
+dataset=${1:?DATASET_DIR}; work=${2:?WORK_DIR}; out=${3:?OUT_DIR}
+mkdir -p "$work"
+stage() { echo "== $1 $(date -u +%FT%TZ)"; }
+stage train
+/usr/bin/time -f "train: %e s" monai-qc -v variants train --dataset "$dataset" --work "$work" \
+    --n-variants 12 --seed 2026 --epochs 2 40
+stage predict
+/usr/bin/time -f "predict: %e s" monai-qc -v variants predict --work "$work"
+stage build
+/usr/bin/time -f "build: %e s" monai-qc -v build-dataset --work "$work" --out "$out"
+stage done
