@@ -1,0 +1,244 @@
+"""QC regression networks (QC ResNet / QC U-Net, 2D and 3D) built from MONAI blocks.
+
+A QC network reads an image channel plus the one-hot segmentation (1 + K channels) and
+predicts how good the segmentation is:
+
+- 2D (one slice, input (B, 1+K, 128, 128)): (B, 2K) with ``[:, :K]`` the DSC per class in
+  [0, 1] (sigmoid) and ``[:, K:]`` the MVSF per class in [-2, 2] (2 * tanh).
+- 3D-direct (whole stack, input (B, 1+K, 128, 128, 8)): (B, K) DSC per class in [0, 1].
+
+Every network is a backbone producing raw values wrapped by :class:`QCNet`, which applies the
+bounded output activations. Select one by name with :func:`build_qc_network`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.networks.nets import DynUNet, ResNet
+from torch import nn
+
+__all__ = [
+    "QC_NETWORKS",
+    "PooledRegressionHead",
+    "QCNet",
+    "UNetRegressor",
+    "build_qc_network",
+    "count_parameters",
+    "qc_resnet2d",
+    "qc_resnet3d",
+    "qc_unet2d",
+    "qc_unet3d",
+]
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class QCNet(nn.Module):
+    """Bound the raw outputs of a backbone to DSC / MVSF ranges.
+
+    Args:
+        backbone: module mapping the input to (B, 2K) raw values (``predict_mvsf``) or (B, K).
+        n_classes: K, number of classes including background.
+        predict_mvsf: True for the 2D networks (DSC and MVSF), False for 3D-direct (DSC only).
+    """
+
+    def __init__(self, backbone: nn.Module, n_classes: int, predict_mvsf: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.n_classes = n_classes
+        self.predict_mvsf = predict_mvsf
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output values per sample (2K or K)."""
+        return 2 * self.n_classes if self.predict_mvsf else self.n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = self.backbone(x)
+        if raw.ndim != 2 or raw.shape[1] != self.n_outputs:
+            raise ValueError(
+                f"backbone output shape {tuple(raw.shape)} != (batch, {self.n_outputs})"
+            )
+        k = self.n_classes
+        dsc = torch.sigmoid(raw[:, :k])
+        if not self.predict_mvsf:
+            return dsc
+        return torch.cat([dsc, 2.0 * torch.tanh(raw[:, k:])], dim=1)
+
+
+class PooledRegressionHead(nn.Module):
+    """Global average + max pooling of a feature map, then two linear layers.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_features: channels of the feature map.
+        out_features: number of regressed values.
+        hidden: width of the hidden layer.
+    """
+
+    def __init__(self, spatial_dims: int, in_features: int, out_features: int, hidden: int = 128):
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.fc = nn.Sequential(
+            nn.Linear(2 * in_features, hidden),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Linear(hidden, out_features),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, 2 + self.spatial_dims))
+        pooled = torch.cat([x.mean(dim=dims), x.amax(dim=dims)], dim=1)
+        return self.fc(pooled)
+
+
+class UNetRegressor(nn.Module):
+    """U-Net encoder-decoder (MONAI DynUNet) whose output maps feed a pooled regression head.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels (1 + K).
+        out_features: number of regressed values.
+        filters: feature maps per resolution level.
+        strides: stride per level (first is 1); per-axis sequences allowed in 3D.
+        map_channels: channels of the U-Net's full-resolution output.
+        hidden: width of the head's hidden layer.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_features: int,
+        filters: Sequence[int],
+        strides: Sequence[int | Sequence[int]],
+        map_channels: int = 32,
+        hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        if len(filters) != len(strides):
+            raise ValueError(f"filters ({len(filters)}) and strides ({len(strides)}) differ")
+        self.unet = DynUNet(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=map_channels,
+            kernel_size=[3] * len(filters),
+            strides=list(strides),
+            upsample_kernel_size=list(strides[1:]),
+            filters=list(filters),
+            norm_name="instance",
+        )
+        self.head = PooledRegressionHead(spatial_dims, map_channels, out_features, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.unet(x))
+
+
+def _check(n_classes: int, in_channels: int | None) -> int:
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2 (background included), got {n_classes}")
+    channels = 1 + n_classes if in_channels is None else in_channels
+    if channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {channels}")
+    return channels
+
+
+def _resnet(
+    spatial_dims: int, in_channels: int, n_out: int, widths: Sequence[int], layers: Sequence[int]
+) -> ResNet:
+    # stride-2 stem + max pool: 128x128 -> 32x32 before the residual stages (low compute)
+    return ResNet(
+        block="basic",
+        layers=list(layers),
+        block_inplanes=list(widths),
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
+        conv1_t_size=7,
+        conv1_t_stride=2,
+        num_classes=n_out,
+    )
+
+
+def qc_resnet2d(
+    n_classes: int,
+    in_channels: int | None = None,
+    widths: Sequence[int] = (32, 64, 128, 192),
+    layers: Sequence[int] = (2, 2, 2, 2),
+) -> QCNet:
+    """QC ResNet 2D (about 2 M parameters): (B, 1+K, H, W) -> (B, 2K) DSC + MVSF."""
+    channels = _check(n_classes, in_channels)
+    return QCNet(_resnet(2, channels, 2 * n_classes, widths, layers), n_classes, True)
+
+
+def qc_resnet3d(
+    n_classes: int,
+    in_channels: int | None = None,
+    widths: Sequence[int] = (20, 40, 80, 160),
+    layers: Sequence[int] = (2, 2, 2, 2),
+) -> QCNet:
+    """QC ResNet 3D (about 3 M parameters): (B, 1+K, H, W, D) -> (B, K) DSC."""
+    channels = _check(n_classes, in_channels)
+    return QCNet(_resnet(3, channels, n_classes, widths, layers), n_classes, False)
+
+
+def qc_unet2d(
+    n_classes: int,
+    in_channels: int | None = None,
+    filters: Sequence[int] = (32, 64, 128, 256, 480, 480),
+    map_channels: int = 32,
+) -> QCNet:
+    """QC U-Net 2D (about 19 M parameters): (B, 1+K, 128, 128) -> (B, 2K) DSC + MVSF."""
+    channels = _check(n_classes, in_channels)
+    strides = [1] + [2] * (len(filters) - 1)
+    net = UNetRegressor(2, channels, 2 * n_classes, filters, strides, map_channels)
+    return QCNet(net, n_classes, True)
+
+
+def qc_unet3d(
+    n_classes: int,
+    in_channels: int | None = None,
+    filters: Sequence[int] = (16, 32, 64, 128, 288, 384),
+    strides: Sequence[Sequence[int]] = (
+        (1, 1, 1),
+        (2, 2, 1),
+        (2, 2, 2),
+        (2, 2, 2),
+        (2, 2, 2),
+        (2, 2, 1),
+    ),
+    map_channels: int = 16,
+) -> QCNet:
+    """QC U-Net 3D (about 21 M parameters): (B, 1+K, 128, 128, 8) -> (B, K) DSC.
+
+    Default strides halve the 8 slices only three times (8 -> 1), in-plane five times.
+    """
+    channels = _check(n_classes, in_channels)
+    net = UNetRegressor(3, channels, n_classes, filters, list(strides), map_channels)
+    return QCNet(net, n_classes, False)
+
+
+QC_NETWORKS: dict[str, Callable[..., QCNet]] = {
+    "resnet2d": qc_resnet2d,
+    "unet2d": qc_unet2d,
+    "resnet3d": qc_resnet3d,
+    "unet3d": qc_unet3d,
+}
+
+
+def build_qc_network(name: str, n_classes: int, **kwargs: Any) -> QCNet:
+    """Build the QC network registered as ``name`` (see ``QC_NETWORKS``).
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the known names).
+    """
+    try:
+        factory = QC_NETWORKS[name.lower()]
+    except KeyError:
+        known = ", ".join(sorted(QC_NETWORKS))
+        raise ValueError(f"unknown QC network {name!r}; known names: {known}") from None
+    return factory(n_classes, **kwargs)
