@@ -298,11 +298,18 @@ class QCSliceInputs(_SubjectInputs):
 
     default_spatial_size = (128, 128)
 
-    def __call__(self, image: Any, seg: Any) -> torch.Tensor:
+    def prepare(self, image: Any, seg: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cropped, CLAHE'd and resized image (S, H', W') and class indices (S, H', W').
+
+        The compact form stored in QC data sets; ``image_and_onehot`` turns it into the input.
+        """
         img, lab = self._crop_clahe(image, seg)
         img_t = resize_slices(img, self.spatial_size, labels=False)
         lab_t = resize_slices(lab.astype(np.float32), self.spatial_size, labels=True)
-        return image_and_onehot(img_t, lab_t, self.n_classes)
+        return img_t, lab_t
+
+    def __call__(self, image: Any, seg: Any) -> torch.Tensor:
+        return image_and_onehot(*self.prepare(image, seg), self.n_classes)
 
 
 class QCVolumeInput(_SubjectInputs):

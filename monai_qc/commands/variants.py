@@ -125,7 +125,9 @@ def train_command(
             f"{spec.num_epochs} epochs -> {len(snapshots)} snapshots "
             f"({time.perf_counter() - t0:.0f} s)"
         )
-    click.echo(f"variants trained in {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    (ws.logs / "train.seconds").write_text(f"{seconds:.1f}")
+    click.echo(f"variants trained in {seconds:.0f} s")
 
 
 @variants.command("predict")
@@ -159,11 +161,78 @@ def predict_command(work: Path, device: str) -> None:
     run_checkpoints(
         ws, manager.hook, cases, todo, lambda spec: splits[spec.fold]["train"], device=device
     )
-    click.echo(f"predicted in {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    (ws.logs / "predict.seconds").write_text(f"{seconds:.1f}")
+    click.echo(f"predicted in {seconds:.0f} s")
 
 
 @click.command("build-dataset")
 @_work_option
-def build_dataset(work: Path) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the QC data set.",
+)
+@click.option(
+    "--balance-class",
+    default=None,
+    help="Class whose true 3D DSC is balanced (default: the lowest median DSC).",
+)
+@click.option(
+    "--bins",
+    type=_csv_numbers(float),
+    default="0,0.2,0.3,0.4,0.5,0.6,0.7,1",
+    show_default=True,
+    help="DSC bin edges for balancing and stratification.",
+)
+@click.option(
+    "--fractions",
+    type=(float, float, float),
+    default=(0.8, 0.1, 0.1),
+    show_default=True,
+    help="Train / validation / test fractions of the patients.",
+)
+@click.option("--seed", default=0, show_default=True)
+def build_dataset(
+    work: Path,
+    out: Path,
+    balance_class: str | None,
+    bins: tuple[float, ...],
+    fractions: tuple[float, float, float],
+    seed: int,
+) -> None:
     """Balance and split the collected segmentations into a QC data set."""
-    raise click.UsageError("not available yet")
+    import numpy as np
+
+    from monai_qc.dataset_summary import summarize_qc_dataset
+    from monai_qc.io import label_map_from_dataset_json
+    from monai_qc.qc_dataset import build_qc_dataset, load_records
+    from nnunet_hooks.workspace import VariantWorkspace
+
+    ws = VariantWorkspace.load(work.resolve())
+    started = time.perf_counter()
+    labels = label_map_from_dataset_json(ws.dataset / "dataset.json")
+    names = ["background", *labels]
+    if balance_class is None:
+        records, _ = load_records(ws.collected)
+        medians = np.nanmedian([r.volume_dsc[1:] for r in records], axis=0)
+        balance_class = list(labels)[int(np.argmin(medians))]
+        click.echo(f"balancing on {balance_class} (lowest median true DSC)")
+    manifest = build_qc_dataset(
+        ws.collected, ws.dataset, out, names, balance_class, bins, fractions, seed
+    )
+    seconds = time.perf_counter() - started
+    timings = _stage_timings(ws.logs)
+    timings["build-dataset"] = seconds
+    summarize_qc_dataset(out, timings)
+    click.echo(f"QC data set: 2D {manifest['samples_2d']}, 3D {manifest['samples_3d']} -> {out}")
+
+
+def _stage_timings(logs: Path) -> dict[str, float]:
+    """Wall times recorded by earlier stages (``<stage>.seconds`` files in the log folder)."""
+    return {
+        p.stem: float(p.read_text())
+        for p in sorted(logs.glob("*.seconds"))
+        if p.read_text().strip()
+    }
