@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["DEFAULT_BINS", "assign_bins", "balance_by_bins", "split_by_patient"]
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BINS: tuple[float, ...] = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 
 
-def assign_bins(values: Sequence[float], edges: Sequence[float] = DEFAULT_BINS) -> np.ndarray:
+def assign_bins(values: ArrayLike, edges: Sequence[float] = DEFAULT_BINS) -> np.ndarray:
     """Bin index of each value (right-closed bins, the first one closed); -1 for NaN/outside."""
     edges_array = np.asarray(edges, dtype=float)
     if edges_array.ndim != 1 or len(edges_array) < 2 or np.any(np.diff(edges_array) <= 0):
@@ -35,7 +36,7 @@ def assign_bins(values: Sequence[float], edges: Sequence[float] = DEFAULT_BINS) 
 
 
 def balance_by_bins(
-    values: Sequence[float],
+    values: ArrayLike,
     edges: Sequence[float] = DEFAULT_BINS,
     seed: int = 0,
     per_bin: int | None = None,
@@ -72,7 +73,7 @@ def balance_by_bins(
 
 def split_by_patient(
     patients: Sequence[str],
-    values: Sequence[float],
+    values: ArrayLike,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     edges: Sequence[float] = DEFAULT_BINS,
     seed: int = 0,
@@ -85,6 +86,7 @@ def split_by_patient(
     Returns:
         The split (0, 1 or 2) of every item.
     """
+    values = np.asarray(values, dtype=float)
     if len(patients) != len(values):
         raise ValueError(f"{len(patients)} patients for {len(values)} values")
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):

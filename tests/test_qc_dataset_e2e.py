@@ -35,12 +35,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         root / "Dataset901_Phantom", 8, seed=1, n_slices=5, size=(64, 64)
     )
     work, out = root / "work", root / "qc_data"
-    _run("variants", "train", "--dataset", str(dataset), "--work", str(work), "-n", "2",
-         "--seed", "3", "--width-divisors", "8", "--fractions", "0.5,1.0", "--epochs", "1", "2",
-         "--iterations-per-epoch", "3", "--batch-size", "2", "--patch-size", "64", "64")  # fmt: skip
+    _run(
+        *("variants", "train", "--dataset", str(dataset), "--work", str(work), "-n", "2"),
+        *("--seed", "3", "--width-divisors", "8", "--fractions", "0.5,1.0", "--epochs", "1", "2"),
+        *("--iterations-per-epoch", "3", "--batch-size", "2", "--patch-size", "64", "64"),
+    )
     _run("variants", "predict", "--work", str(work))
-    _run("build-dataset", "--work", str(work), "--out", str(out), "--bins", BINS,
-         "--fractions", "0.5", "0.25", "0.25", "--balance-class", "LV")  # fmt: skip
+    _run(
+        *("build-dataset", "--work", str(work), "--out", str(out), "--bins", BINS),
+        *("--fractions", "0.5", "0.25", "0.25", "--balance-class", "LV"),
+    )
     return {"dataset": dataset, "work": work, "out": out}
 
 
@@ -102,7 +106,7 @@ def test_balanced_and_split_by_patient(built: dict[str, Path]) -> None:
         assert len(arrays["dsc"]) == manifest["samples_2d"][split]
         assert arrays["image"].shape[1:] == (128, 128)
         if len(arrays["dsc"]):
-            assert 0.0 <= arrays["dsc"].min() and arrays["dsc"].max() <= 1.0
+            assert arrays["dsc"].min() >= 0.0 and arrays["dsc"].max() <= 1.0
     assert sum(manifest["samples_3d"].values()) == len(rows)
     assert (built["out"] / "summary.md").is_file() and (
         built["out"] / "dsc_histogram.png"
