@@ -28,6 +28,21 @@ __all__ = ["TrueScoreCollector"]
 logger = logging.getLogger(__name__)
 
 
+def mean_entropy(
+    probabilities: np.ndarray, segmentation: np.ndarray, class_values: Sequence[int]
+) -> list[float | None]:
+    """Mean normalised softmax entropy inside each class's segmented region (None if empty).
+
+    Entropy is divided by log(number of channels), so it lies in [0, 1].
+    """
+    p = np.clip(probabilities, 1e-8, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=0) / np.log(p.shape[0])
+    return [
+        float(entropy[segmentation == v].mean()) if (segmentation == v).any() else None
+        for v in class_values
+    ]
+
+
 class TrueScoreCollector:
     """Collects segmentations and their true scores against a labels folder.
 
@@ -79,6 +94,11 @@ class TrueScoreCollector:
         per_slice = slice_scores(truth, segmentation, self.class_values)
         volume = volume_scores(truth, segmentation, self.class_values)
         self._segmentations[case.case_id] = segmentation
+        entropy = (
+            None
+            if case.probabilities is None
+            else mean_entropy(case.probabilities, segmentation, self.class_values)
+        )
         self._records.append(
             {
                 "case": case.case_id,
@@ -86,6 +106,7 @@ class TrueScoreCollector:
                 "in_training": case.case_id in set(self._model.get("training_cases", [])),
                 "spacing": list(case.spacing),
                 "volume": {"dsc": volume.dsc, "mvsf": volume.mvsf},
+                "entropy": entropy,
                 "slices": {
                     "dsc": per_slice.dsc,
                     "mvsf": per_slice.mvsf,

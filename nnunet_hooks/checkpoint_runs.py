@@ -162,12 +162,13 @@ def run_checkpoints(
         hook.run_started(config={"model": model}, output_folder=None)
         for case in cases:
             logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(case.data))
-            segmentation = to_original_shape(
+            segmentation, probabilities = to_original_shape(
                 logits,
                 predictor.plans_manager,
                 predictor.configuration_manager,
                 predictor.label_manager,
                 copy.deepcopy(case.properties),
+                return_probabilities=True,
             )
             hook.case_segmented(
                 case=SegmentedCase(
@@ -177,6 +178,7 @@ def run_checkpoints(
                     case.spacing,
                     case.properties,
                     model,
+                    probabilities=np.asarray(probabilities, dtype=np.float32),
                 )
             )
         hook.run_finished(summary={"model": model, "n_cases": len(cases)})

@@ -194,6 +194,13 @@ def predict_command(work: Path, device: str) -> None:
     help="Train / validation / test fractions of the patients.",
 )
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--spatial-size",
+    type=(int, int),
+    default=(128, 128),
+    show_default=True,
+    help="In-plane size of the stored QC inputs.",
+)
 def build_dataset(
     work: Path,
     out: Path,
@@ -220,7 +227,7 @@ def build_dataset(
         balance_class = list(labels)[int(np.argmin(medians))]
         click.echo(f"balancing on {balance_class} (lowest median true DSC)")
     manifest = build_qc_dataset(
-        ws.collected, ws.dataset, out, names, balance_class, bins, fractions, seed
+        ws.collected, ws.dataset, out, names, balance_class, bins, fractions, seed, spatial_size
     )
     seconds = time.perf_counter() - started
     timings = _stage_timings(ws.logs)

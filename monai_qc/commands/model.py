@@ -1,0 +1,149 @@
+"""``monai-qc train`` and ``monai-qc evaluate``: QC networks on a QC data set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+__all__ = ["evaluate", "train"]
+
+_data_option = click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="QC data set folder (from build-dataset).",
+)
+_run_option = click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of the training run (one sub-folder per network; resumable).",
+)
+
+
+@click.command()
+@_data_option
+@_run_option
+@click.option(
+    "--networks",
+    default="resnet2d,resnet3d",
+    show_default=True,
+    help="Comma-separated: resnet2d, unet2d, resnet3d, unet3d.",
+)
+@click.option("--epochs", default=20, show_default=True, help="Epochs of the 2D networks.")
+@click.option("--epochs-3d", default=40, show_default=True, help="Epochs of the 3D networks.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--learning-rate", default=1e-3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Flips, quarter turns and gamma on 2D inputs (scores unchanged).",
+)
+@click.option(
+    "--bundle-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a QC bundle with the first 2D network here.",
+)
+def train(
+    data: Path,
+    run_dir: Path,
+    networks: str,
+    epochs: int,
+    epochs_3d: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    augment: bool,
+    bundle_out: Path | None,
+) -> None:
+    """Fit QC networks (MSE, Adam); keep the best validation epoch of each."""
+    import numpy as np
+    import torch
+
+    from monai_qc.bundle_writer import write_bundle
+    from monai_qc.training import TrainConfig, fit, load_samples, record_targets, volume_inputs
+
+    manifest = json.loads((data / "manifest.json").read_text())
+    classes = manifest["classes"]
+    train_set, val_set = load_samples(data / "train.npz"), load_samples(data / "val.npz")
+    names = [n.strip() for n in networks.split(",") if n.strip()]
+    trained_2d = []
+    for name in names:
+        is_2d = name.endswith("2d")
+        config = TrainConfig(
+            name,
+            epochs if is_2d else epochs_3d,
+            batch_size if is_2d else 16,
+            learning_rate,
+            seed,
+            manifest["spatial_size"][0],
+            augment and is_2d,
+        )
+        if is_2d:
+            network = fit(
+                config,
+                train_set.inputs,
+                train_set.targets(torch.arange(len(train_set))),
+                val_set.inputs,
+                val_set.targets(torch.arange(len(val_set))),
+                len(classes),
+                run_dir / name,
+            )
+            trained_2d.append((name, network))
+        else:
+            targets = record_targets(data / "records.csv", classes)
+            tx, tr = volume_inputs(train_set)
+            vx, vr = volume_inputs(val_set)
+            ty = torch.tensor(np.stack([targets[int(r)] for r in tr]), dtype=torch.float32)
+            vy = torch.tensor(np.stack([targets[int(r)] for r in vr]), dtype=torch.float32)
+            fit(config, tx, ty, vx, vy, len(classes), run_dir / name)
+        history = json.loads((run_dir / name / "history.json").read_text())
+        best = min(history, key=lambda h: h["val_loss"])
+        click.echo(
+            f"{name}: best epoch {best['epoch']}, validation DSC MAE {best['val_dsc_mae']:.4f}"
+        )
+    if bundle_out is not None and trained_2d:
+        name, network = trained_2d[0]
+        labels = dict(zip(classes[1:], manifest["class_values"][1:], strict=True))
+        thresholds = {"min_dsc": 0.7, "min_slice_dsc": 0.3}
+        write_bundle(
+            bundle_out,
+            network,
+            name,
+            labels,
+            thresholds,
+            spatial_size=tuple(manifest["spatial_size"]),
+        )
+        click.echo(f"bundle written: {bundle_out}")
+
+
+@click.command()
+@_data_option
+@_run_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for evaluation.md, evaluation.json and the scatter plots.",
+)
+@click.option("--threshold", default=0.7, show_default=True, help="Good/bad DSC threshold.")
+@click.option(
+    "--collected",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Collected segmentations (for the baselines).",
+)
+def evaluate(
+    data: Path, run_dir: Path, out: Path, threshold: float, collected: Path | None
+) -> None:
+    """Tables of MAE, Pearson r and accuracy on the test split, 2D_R vs 3D-direct, baselines."""
+    from monai_qc.evaluate_run import evaluate_run
+
+    evaluate_run(data, run_dir, out, threshold, collected)
+    click.echo((out / "evaluation.md").read_text())

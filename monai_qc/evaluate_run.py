@@ -1,0 +1,254 @@
+"""Evaluate trained QC networks on the test split of a QC data set; write markdown + JSON + PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_qc.evaluation import agreement, compare_errors, group_mae, rank_correlation
+from monai_qc.networks import build_qc_network
+from monai_qc.reconstruction import reconstruct_volume_dsc
+from monai_qc.report import atomic_write_text, jsonable
+from monai_qc.training import QCSamples, load_samples, volume_inputs
+
+__all__ = ["evaluate_run", "predict_2d", "variant_agreement"]
+
+logger = logging.getLogger(__name__)
+
+
+def _load(run: Path, name: str, n_classes: int) -> torch.nn.Module | None:
+    weights = run / name / "best.pt"
+    if not weights.is_file():
+        return None
+    network = build_qc_network(name, n_classes)
+    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return network.eval()
+
+
+def predict_2d(network: torch.nn.Module, samples: QCSamples, batch_size: int = 128) -> np.ndarray:
+    """(N, 2K) predictions for every slice of a split."""
+    with torch.inference_mode():
+        chunks = torch.arange(len(samples)).split(batch_size)
+        return torch.cat([network(samples.inputs(i)) for i in chunks]).numpy()
+
+
+def variant_agreement(
+    collected: Path, rows: Sequence[dict[str, str]], class_values: list[int]
+) -> np.ndarray:
+    """Mean Dice of each record's segmentation with every other model's one of the same case."""
+    models = sorted(p.stem for p in collected.glob("*.npz"))
+    archives = {m: np.load(collected / f"{m}.npz") for m in models}
+    out = np.full((len(rows), len(class_values)), np.nan)
+    for i, row in enumerate(rows):
+        own = archives[row["model"]][row["case"]]
+        others = [archives[m][row["case"]] for m in models if m != row["model"]]
+        for j, v in enumerate(class_values):
+            a = own == v
+            dices = [
+                2 * (a & (o == v)).sum() / (a.sum() + (o == v).sum())
+                for o in others
+                if a.sum() + (o == v).sum() > 0
+            ]
+            out[i, j] = np.mean(dices) if dices else np.nan
+    return out
+
+
+def _entropy(collected: Path, rows: Sequence[dict[str, str]], k: int) -> np.ndarray:
+    cache: dict[str, dict[str, Any]] = {}
+    out = np.full((len(rows), k), np.nan)
+    for i, row in enumerate(rows):
+        if row["model"] not in cache:
+            doc = json.loads((collected / f"{row['model']}.json").read_text())
+            cache[row["model"]] = {c["case"]: c.get("entropy") for c in doc["cases"]}
+        values = cache[row["model"]].get(row["case"])
+        if values:
+            out[i] = [np.nan if v is None else v for v in values]
+    return out
+
+
+def _scatter(
+    true: np.ndarray, pred: np.ndarray, classes: list[str], title: str, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(classes), figsize=(3.6 * len(classes), 3.6))
+    for j, (ax, cls) in enumerate(zip(np.atleast_1d(axes), classes, strict=True)):
+        keep = np.isfinite(true[:, j]) & np.isfinite(pred[:, j])
+        ax.scatter(true[keep, j], pred[keep, j], s=4, alpha=0.4, color="#4477aa")
+        ax.plot([0, 1], [0, 1], color="#aa3377", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="true DSC", ylabel="predicted DSC", title=cls)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_run(
+    data: Path, run: Path, out_dir: Path, threshold: float = 0.7, collected: Path | None = None
+) -> dict[str, Any]:
+    """Evaluate the networks in ``run`` on the test split of ``data``; write the tables."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((data / "manifest.json").read_text())
+    classes: list[str] = manifest["classes"]
+    k, fg = len(classes), list(range(1, len(classes)))
+    test = load_samples(data / "test.npz")
+    with open(data / "records.csv") as f:
+        by_id = {int(r["record"]): r for r in csv.DictReader(f)}
+    record_ids = np.unique(test.record)
+    rows = [by_id[int(r)] for r in record_ids]
+    true_3d = np.array([[float(r[f"dsc_{c}"]) for c in classes] for r in rows])
+    with np.load(data / "test.npz") as arrays:
+        truth_area = arrays["truth_area"]
+    present = (truth_area > 0) | (test.seg_area > 0)
+    true_2d = np.where(present, test.dsc.numpy(), np.nan)
+    results: dict[str, Any] = {
+        "classes": classes[1:],
+        "threshold": threshold,
+        "n_slices": len(test),
+        "n_subjects": len(rows),
+        "networks": {},
+    }
+    errors_3d: dict[str, np.ndarray] = {}
+    for name in ("resnet2d", "unet2d", "resnet3d", "unet3d"):
+        network = _load(run, name, k)
+        if network is None:
+            continue
+        entry: dict[str, Any] = {}
+        if name.endswith("2d"):
+            pred = predict_2d(network, test)
+            pred_2d = np.where(present, pred[:, :k], np.nan)
+            entry["2d"] = {
+                classes[j]: agreement(pred_2d[:, j], true_2d[:, j], threshold).to_dict() for j in fg
+            }
+            pred_3d = np.stack(
+                [
+                    reconstruct_volume_dsc(
+                        pred[test.record == r, :k],
+                        pred[test.record == r, k:],
+                        test.seg_area[test.record == r],
+                    )
+                    for r in record_ids
+                ]
+            )
+            _scatter(
+                true_2d[:, fg],
+                pred_2d[:, fg],
+                classes[1:],
+                f"{name}: slices",
+                out_dir / f"{name}_2d.png",
+            )
+        else:
+            inputs, _ = volume_inputs(test)
+            with torch.inference_mode():
+                pred_3d = network(inputs).numpy()
+        entry["3d"] = {
+            classes[j]: agreement(pred_3d[:, j], true_3d[:, j], threshold).to_dict() for j in fg
+        }
+        groups = [r["group"] for r in rows]
+        entry["3d_by_group"] = {
+            classes[j]: group_mae(pred_3d[:, j], true_3d[:, j], groups) for j in fg
+        }
+        entry["spearman_3d"] = {
+            classes[j]: rank_correlation(pred_3d[:, j], true_3d[:, j]) for j in fg
+        }
+        _scatter(
+            true_3d[:, fg],
+            pred_3d[:, fg],
+            classes[1:],
+            f"{name}: subjects",
+            out_dir / f"{name}_3d.png",
+        )
+        errors_3d[name] = np.abs(pred_3d - true_3d)
+        results["networks"][name] = entry
+    results["wilcoxon_2dr_vs_3d"] = {
+        f"{a}_vs_{b}": {
+            classes[j]: compare_errors(errors_3d[a][:, j], errors_3d[b][:, j]) for j in fg
+        }
+        for a, b in (("resnet2d", "resnet3d"), ("unet2d", "unet3d"))
+        if a in errors_3d and b in errors_3d
+    }
+    if collected is not None:
+        agree = variant_agreement(collected, rows, manifest["class_values"])
+        entropy = _entropy(collected, rows, k)
+        results["baselines_spearman_3d"] = {
+            "variant_agreement": {
+                classes[j]: rank_correlation(agree[:, j], true_3d[:, j]) for j in fg
+            },
+            "negative_entropy": {
+                classes[j]: rank_correlation(-entropy[:, j], true_3d[:, j]) for j in fg
+            },
+        }
+    atomic_write_text(out_dir / "evaluation.json", json.dumps(jsonable(results), indent=1))
+    atomic_write_text(out_dir / "evaluation.md", _markdown(results))
+    return results
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    classes = results["classes"]
+    head = "| network | level | metric | " + " | ".join(classes) + " |"
+    lines = [
+        f"# QC evaluation ({results['n_slices']} test slices, {results['n_subjects']} test "
+        f"subjects, good/bad threshold {results['threshold']})",
+        "",
+        head,
+        "|---" * (3 + len(classes)) + "|",
+    ]
+    for name, entry in results["networks"].items():
+        for level in ("2d", "3d"):
+            if level not in entry:
+                continue
+            label = "3D (2D_R)" if level == "3d" and name.endswith("2d") else level.upper()
+            cells = entry[level]
+            lines.append(
+                f"| {name} | {label} | MAE ± sd | "
+                + " | ".join(f"{cells[c]['mae']:.3f} ± {cells[c]['mae_sd']:.3f}" for c in classes)
+                + " |"
+            )
+            lines.append(
+                f"| {name} | {label} | Pearson r | "
+                + " | ".join(f"{cells[c]['pearson_r']:.3f}" for c in classes)
+                + " |"
+            )
+            lines.append(
+                f"| {name} | {label} | accuracy | "
+                + " | ".join(f"{100 * cells[c]['accuracy']:.1f} %" for c in classes)
+                + " |"
+            )
+    for pair, values in results.get("wilcoxon_2dr_vs_3d", {}).items():
+        lines += [
+            "",
+            f"Wilcoxon p (|error| {pair.replace('_vs_', ' 2D_R vs ')} 3D-direct): "
+            + ", ".join(f"{c} {values[c]:.2g}" for c in classes),
+        ]
+    lines += [
+        "",
+        "Spearman rank correlation with the true 3D DSC:",
+        "",
+        "| method | " + " | ".join(classes) + " |",
+        "|---" * (1 + len(classes)) + "|",
+    ]
+    for name, entry in results["networks"].items():
+        lines.append(
+            f"| {name} | " + " | ".join(f"{entry['spearman_3d'][c]:.3f}" for c in classes) + " |"
+        )
+    for name, values in results.get("baselines_spearman_3d", {}).items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[c]:.3f}" for c in classes) + " |")
+    lines += ["", "3D MAE per pathology group:", ""]
+    for name, entry in results["networks"].items():
+        for c in classes:
+            groups = entry["3d_by_group"][c]
+            lines.append(
+                f"- {name} {c}: "
+                + ", ".join(f"{g} {v['mae']:.3f} (n={v['n']})" for g, v in groups.items())
+            )
+    return "\n".join(lines) + "\n"

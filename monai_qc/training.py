@@ -1,0 +1,191 @@
+"""Fitting QC networks on a QC data set (see :mod:`monai_qc.qc_dataset`).
+
+2D networks learn per-slice DSC and MVSF of every class (2K outputs); 3D-direct networks learn
+the K volume DSCs from the whole stack resized to 128 x 128 x 8. Loss MSE, Adam. The best
+epoch on the validation split is kept; ``last.pt`` lets an interrupted run resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from monai_qc.networks import build_qc_network
+
+__all__ = ["QCSamples", "TrainConfig", "fit", "load_samples", "volume_inputs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class QCSamples:
+    """One split of a QC data set, as tensors (inputs are built batch by batch)."""
+
+    image: torch.Tensor  # (N, H, W) float16
+    seg: torch.Tensor  # (N, H, W) uint8 class indices
+    dsc: torch.Tensor  # (N, K)
+    mvsf: torch.Tensor  # (N, K)
+    seg_area: np.ndarray  # (N, K)
+    record: np.ndarray  # (N,)
+    n_classes: int
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+    def inputs(self, index: torch.Tensor, spatial_size: int | None = None) -> torch.Tensor:
+        """Network inputs (B, 1+K, H, W) of the samples at ``index``."""
+        image = self.image[index].float().unsqueeze(1)
+        onehot = F.one_hot(self.seg[index].long(), self.n_classes).permute(0, 3, 1, 2).float()
+        x = torch.cat([image, onehot], dim=1)
+        if spatial_size and spatial_size != x.shape[-1]:
+            x = F.interpolate(x, size=(spatial_size, spatial_size), mode="area")
+        return x
+
+    def targets(self, index: torch.Tensor) -> torch.Tensor:
+        """Targets (B, 2K): DSCs then MVSFs."""
+        return torch.cat([self.dsc[index], self.mvsf[index]], dim=1)
+
+
+def load_samples(path: Path) -> QCSamples:
+    """Read one split (``train.npz``, ``val.npz`` or ``test.npz``)."""
+    with np.load(path) as data:
+        return QCSamples(
+            torch.from_numpy(data["image"]),
+            torch.from_numpy(data["seg"]),
+            torch.from_numpy(data["dsc"]).float(),
+            torch.from_numpy(data["mvsf"]).float(),
+            data["seg_area"],
+            data["record"],
+            int(data["dsc"].shape[1]),
+        )
+
+
+def volume_inputs(samples: QCSamples, depth: int = 8) -> tuple[torch.Tensor, np.ndarray]:
+    """3D-direct inputs (R, 1+K, H, W, depth) per record (slices resized by nearest neighbour)."""
+    records = np.unique(samples.record)
+    volumes = []
+    for r in records:
+        index = torch.from_numpy(np.flatnonzero(samples.record == r))
+        stack = samples.inputs(index)  # (S, C, H, W)
+        pick = np.floor((np.arange(depth) + 0.5) * len(index) / depth).astype(int)
+        volumes.append(stack[pick].permute(1, 2, 3, 0))
+    return torch.stack(volumes), records
+
+
+def record_targets(records_csv: Path, classes: list[str]) -> dict[int, np.ndarray]:
+    """True volume DSC per record id (K values, background first)."""
+    with open(records_csv) as f:
+        return {
+            int(row["record"]): np.array([float(row[f"dsc_{c}"]) for c in classes])
+            for row in csv.DictReader(f)
+        }
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run."""
+
+    network: str = "resnet2d"
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    spatial_size: int = 128
+    augment: bool = True
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flips, quarter turns and intensity gamma: the true DSC/MVSF do not change."""
+    if torch.rand(1, generator=generator) < 0.5:
+        x = x.flip(-1)
+    x = torch.rot90(x, int(torch.randint(0, 4, (1,), generator=generator)), dims=(-2, -1))
+    gamma = torch.exp(torch.empty(x.shape[0], 1, 1, 1).uniform_(-0.3, 0.3, generator=generator))
+    image = x[:, :1].clamp(min=0) ** gamma
+    return torch.cat([image, x[:, 1:]], dim=1)
+
+
+def fit(
+    config: TrainConfig,
+    train_x: Any,
+    train_y: torch.Tensor,
+    val_x: Any,
+    val_y: torch.Tensor,
+    n_classes: int,
+    out_dir: Path,
+) -> torch.nn.Module:
+    """Fit a QC network; ``*_x`` are callables index -> inputs, or input tensors.
+
+    Writes ``best.pt`` (state dict of the best validation epoch), ``last.pt`` (resumable
+    checkpoint) and ``history.json`` to ``out_dir``; returns the network with the best weights.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    network = build_qc_network(config.network, n_classes)
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    history: list[dict[str, float]] = []
+    best, start = float("inf"), 0
+    last = out_dir / "last.pt"
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        history, best, start = state["history"], state["best"], state["epoch"]
+        logger.info("resuming %s at epoch %d", config.network, start)
+    get_train = train_x if callable(train_x) else train_x.__getitem__
+    get_val = val_x if callable(val_x) else val_x.__getitem__
+    n_train, n_val = len(train_y), len(val_y)
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        network.train()
+        order = torch.randperm(n_train, generator=generator)
+        losses = []
+        batches = order.split(config.batch_size)
+        for index in tqdm(batches, desc=f"{config.network} epoch {epoch + 1}", leave=False):
+            x = get_train(index)
+            if config.augment and x.dim() == 4:
+                x = _augment(x, generator)
+            loss = F.mse_loss(network(x), train_y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        scheduler.step()
+        network.eval()
+        with torch.inference_mode():
+            val_pred = torch.cat(
+                [network(get_val(i)) for i in torch.arange(n_val).split(config.batch_size)]
+            )
+        val_loss = float(F.mse_loss(val_pred, val_y))
+        k = n_classes
+        val_mae = float((val_pred[:, :k] - val_y[:, :k]).abs().mean())
+        history.append(
+            {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+             "val_dsc_mae": val_mae, "seconds": time.perf_counter() - t0}
+        )  # fmt: skip
+        if val_loss < best:
+            best = val_loss
+            torch.save(network.state_dict(), out_dir / "best.pt")
+        torch.save(
+            {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+             "history": history, "best": best, "epoch": epoch + 1},
+            last,
+        )  # fmt: skip
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        logger.info("%s epoch %d: %s", config.network, epoch + 1, history[-1])
+    network.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
+    return network.eval()

@@ -1,0 +1,102 @@
+"""QC data set -> training -> evaluation -> bundle, on phantoms with damaged segmentations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import ndimage
+
+from monai_qc import QCPredictor
+from monai_qc.cli import main
+from monai_qc.io import read_volume
+from monai_qc.phantom import PHANTOM_LABELS, make_phantom, write_nnunet_dataset
+from monai_qc.qc_collect import TrueScoreCollector
+from monai_qc.qc_dataset import build_qc_dataset
+from nnunet_hooks.hookspecs import SegmentedCase
+from nnunet_hooks.manager import get_plugin_manager
+
+CLASSES = ["background", "RV", "MYO", "LV"]
+
+
+def _damage(labels: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    """Segmentations of graded quality: erode/dilate classes, shift, drop slices."""
+    seg = labels.copy()
+    if level == 0:
+        return seg
+    for value in (1, 2, 3):
+        mask = seg == value
+        grown = ndimage.binary_dilation(mask, iterations=level) & (seg == 0)
+        if rng.random() < 0.5:
+            seg[grown] = value
+        else:
+            seg[mask & ~ndimage.binary_erosion(mask, iterations=level)] = 0
+    seg = np.roll(seg, level, axis=2)
+    seg[int(rng.integers(0, len(seg)))] = 0
+    return seg
+
+
+@pytest.fixture(scope="module")
+def qc_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("qcdata")
+    dataset = write_nnunet_dataset(
+        root / "Dataset902_Phantom", 12, seed=5, n_slices=6, size=(64, 64)
+    )
+    collected = root / "collected"
+    collector = TrueScoreCollector(dataset / "labelsTr", ".nii.gz", [0, 1, 2, 3], collected)
+    hook = get_plugin_manager([collector], load_entry_points=False).hook
+    rng = np.random.default_rng(0)
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (dataset / "labelsTr").iterdir())
+    for level in range(4):
+        model = {"name": f"m{level}", "training_cases": cases[:4]}
+        hook.run_started(config={"model": model}, output_folder=None)
+        for case in cases:
+            labels = read_volume(dataset / "labelsTr" / f"{case}.nii.gz")[0]
+            seg = _damage(labels, level, rng)
+            hook.case_segmented(case=SegmentedCase(case, seg, None, (10.0, 1.5, 1.5), {}, model))
+        hook.run_finished(summary={"model": model})
+    out = root / "qc"
+    build_qc_dataset(collected, dataset, out, CLASSES, "MYO", (0, 0.5, 1), (0.5, 0.25, 0.25),
+                     seed=1, spatial_size=(32, 32))  # fmt: skip
+    return {"dataset": dataset, "collected": collected, "data": out, "root": root}
+
+
+def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
+    root, data = qc_data["root"], qc_data["data"]
+    runner = CliRunner()
+    run = runner.invoke(main, ["train", "--data", str(data), "--run", str(root / "run"),
+                               "--networks", "resnet2d,resnet3d", "--epochs", "2", "--epochs-3d", "2",
+                               "--batch-size", "16", "--bundle-out", str(root / "bundle")])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    history = json.loads((root / "run" / "resnet2d" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["val_loss"]) for h in history)
+
+    # resuming a finished run trains nothing more and keeps the history
+    again = runner.invoke(main, ["train", "--data", str(data), "--run", str(root / "run"),
+                                 "--networks", "resnet2d", "--epochs", "2"])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads((root / "run" / "resnet2d" / "history.json").read_text()) == history
+
+    evaluation = runner.invoke(main, ["evaluate", "--data", str(data), "--run", str(root / "run"),
+                                      "--out", str(root / "eval"),
+                                      "--collected", str(qc_data["collected"])])  # fmt: skip
+    assert evaluation.exit_code == 0, evaluation.output
+    results = json.loads((root / "eval" / "evaluation.json").read_text())
+    for name in ("resnet2d", "resnet3d"):
+        for cls in ("RV", "MYO", "LV"):
+            cell = results["networks"][name]["3d"][cls]
+            assert 0.0 <= cell["mae"] <= 1.0 and 0.0 <= cell["accuracy"] <= 1.0
+    assert set(results["networks"]["resnet2d"]) >= {"2d", "3d", "3d_by_group", "spearman_3d"}
+    assert "resnet2d_vs_resnet3d" in results["wilcoxon_2dr_vs_3d"]
+    assert set(results["baselines_spearman_3d"]) == {"variant_agreement", "negative_entropy"}
+    assert (root / "eval" / "resnet2d_2d.png").is_file()
+
+    predictor = QCPredictor.from_bundle(root / "bundle")
+    image, labels = make_phantom(99, n_slices=6, size=(64, 64))
+    report = predictor.predict(image, labels, (10.0, 1.5, 1.5), "p").to_dict()
+    assert report["labels"] == PHANTOM_LABELS
+    assert all(0 <= v <= 1 for s in report["slices"] for v in s["dsc"].values() if v is not None)
