@@ -59,31 +59,80 @@ def qc_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             hook.case_segmented(case=SegmentedCase(case, seg, None, (10.0, 1.5, 1.5), {}, model))
         hook.run_finished(summary={"model": model})
     out = root / "qc"
-    build_qc_dataset(collected, dataset, out, CLASSES, "MYO", (0, 0.5, 1), (0.5, 0.25, 0.25),
-                     seed=1, spatial_size=(32, 32))  # fmt: skip
+    build_qc_dataset(
+        collected,
+        dataset,
+        out,
+        CLASSES,
+        "MYO",
+        (0, 0.5, 1),
+        (0.5, 0.25, 0.25),
+        seed=1,
+        spatial_size=(32, 32),
+    )
     return {"dataset": dataset, "collected": collected, "data": out, "root": root}
 
 
 def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     root, data = qc_data["root"], qc_data["data"]
     runner = CliRunner()
-    run = runner.invoke(main, ["train", "--data", str(data), "--run", str(root / "run"),
-                               "--networks", "resnet2d,resnet3d", "--epochs", "2", "--epochs-3d", "2",
-                               "--batch-size", "16", "--bundle-out", str(root / "bundle")])  # fmt: skip
+    run = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--run",
+            str(root / "run"),
+            "--networks",
+            "resnet2d,resnet3d",
+            "--epochs",
+            "2",
+            "--epochs-3d",
+            "2",
+            "--batch-size",
+            "16",
+            "--bundle-out",
+            str(root / "bundle"),
+        ],
+    )
     assert run.exit_code == 0, run.output
     history = json.loads((root / "run" / "resnet2d" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(np.isfinite(h["val_loss"]) for h in history)
 
     # resuming a finished run trains nothing more and keeps the history
-    again = runner.invoke(main, ["train", "--data", str(data), "--run", str(root / "run"),
-                                 "--networks", "resnet2d", "--epochs", "2"])  # fmt: skip
+    again = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--run",
+            str(root / "run"),
+            "--networks",
+            "resnet2d",
+            "--epochs",
+            "2",
+        ],
+    )
     assert again.exit_code == 0, again.output
     assert json.loads((root / "run" / "resnet2d" / "history.json").read_text()) == history
 
-    evaluation = runner.invoke(main, ["evaluate", "--data", str(data), "--run", str(root / "run"),
-                                      "--out", str(root / "eval"),
-                                      "--collected", str(qc_data["collected"])])  # fmt: skip
+    evaluation = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--run",
+            str(root / "run"),
+            "--out",
+            str(root / "eval"),
+            "--collected",
+            str(qc_data["collected"]),
+        ],
+    )
     assert evaluation.exit_code == 0, evaluation.output
     results = json.loads((root / "eval" / "evaluation.json").read_text())
     for name in ("resnet2d", "resnet3d"):

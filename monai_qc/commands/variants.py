@@ -208,6 +208,7 @@ def build_dataset(
     bins: tuple[float, ...],
     fractions: tuple[float, float, float],
     seed: int,
+    spatial_size: tuple[int, int],
 ) -> None:
     """Balance and split the collected segmentations into a QC data set."""
     import numpy as np
