@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from monai_qc.correction import correct_volumes
 from monai_qc.errors import QCInputError
 from monai_qc.inference import QCPredictor
 from monai_qc.io import CasePair, load_case, pair_cases
@@ -20,6 +21,7 @@ from monai_qc.report import (
     write_html_report,
     write_summary_csv,
 )
+from monai_qc.report_figures import write_case_figures
 
 __all__ = ["CheckSummary", "check_folder", "check_pairs", "error_report"]
 
@@ -81,7 +83,9 @@ def check_pairs(
         try:
             case = load_case(pair.case_id, pair.image_path, pair.seg_path, label_values)
             result = predictor.predict(case.image, case.segmentation, case.spacing, pair.case_id)
-            report = {**result.to_dict(), **files}
+            correction = correct_volumes(result).to_dict()
+            report = {**result.to_dict(), "correction": correction, **files}
+            write_case_figures(report, case.image, case.segmentation, out_dir)
         except QCInputError as error:
             logger.warning("%s: %s", pair.case_id, error)
             report = error_report(pair.case_id, str(error), **files)

@@ -8,7 +8,6 @@ written as JSON ``null``.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
@@ -21,10 +20,13 @@ from typing import Any
 import numpy as np
 
 from monai_qc.errors import QCInputError
+from monai_qc.report_html import figure_paths, render_html
 
 __all__ = [
     "SUMMARY_COLUMNS",
+    "atomic_write_bytes",
     "atomic_write_text",
+    "figure_paths",
     "jsonable",
     "read_case_report",
     "read_reports",
@@ -48,8 +50,8 @@ SUMMARY_COLUMNS = (
 _VERDICTS = ("pass", "fail", "error")
 
 
-def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically; creates the parent folder if needed.
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; creates the parent folder if needed.
 
     Returns:
         The path written.
@@ -59,8 +61,8 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -68,6 +70,15 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (no newline translation).
+
+    Returns:
+        The path written.
+    """
+    return atomic_write_bytes(path, text.encode(encoding))
 
 
 def jsonable(obj: Any) -> Any:
@@ -223,47 +234,21 @@ def write_summary_csv(reports: Iterable[Mapping[str, Any]], path: str | Path) ->
     return atomic_write_text(path, buffer.getvalue())
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
-.good{background:#c8e6c9}.warn{background:#ffe0b2}.bad{background:#ffcdd2}
-tr.flagged td{background:#ffcdd2;font-weight:bold}.error{color:#b71c1c}
-.pass{color:#1b5e20}.fail,.verdict-error{color:#b71c1c;font-weight:bold}"""
-
-
-def _cell(value: float | None, good: float, poor: float) -> str:
-    if value is None:
-        return "<td>&ndash;</td>"
-    level = "good" if value >= good else "warn" if value >= poor else "bad"
-    return f'<td class="{level}">{value:.3f}</td>'
-
-
-def _case_section(index: int, report: Mapping[str, Any], good: float, poor: float) -> list[str]:
-    """HTML of one case: its error or its per-slice table (flagged slices highlighted)."""
-    e = html.escape
-    out = [f'<h3 id="case-{index}">{e(str(report.get("case", "")))}</h3>']
-    if report.get("verdict") == "error":
-        return [*out, f'<p class="error">{e(str(report.get("error", "")))}</p>']
-    names = [name for name, _ in _classes(report)]
-    out.append("<details><summary>per-slice predicted DSC</summary><table>")
-    out.append("<tr><th>slice</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>")
-    for sl in report.get("slices") or []:
-        dsc = sl.get("dsc") or {}
-        row_class = ' class="flagged"' if sl.get("flagged") else ""
-        cells = "".join(_cell(_number(dsc.get(n)), good, poor) for n in names)
-        out.append(f"<tr{row_class}><td>{e(str(sl.get('index', '')))}</td>{cells}</tr>")
-    return [*out, "</table></details>"]
-
-
 def write_html_report(
     reports: Iterable[Mapping[str, Any]],
     path: str | Path,
     title: str = "monai-qc report",
     good: float = 0.8,
     poor: float = 0.6,
+    *,
+    images: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Path:
-    """Write a self-contained HTML page (inline CSS, no external assets).
+    """Write the HTML page (inline CSS; figures linked from ``figures/`` beside it).
+
+    Per case the page shows the verdict and why, the strip of slices framed by predicted DSC
+    and the large views of flagged slices (where their PNG files exist, see
+    :func:`monai_qc.report_figures.write_case_figures`), the predicted DSC of every slice, and
+    the volumes (corrected volumes and myocardial mass when the report has a ``correction``).
 
     Args:
         reports: case reports.
@@ -271,35 +256,17 @@ def write_html_report(
         title: page title.
         good: DSC at or above which a value is green.
         poor: DSC below which a value is red (amber in between).
+        images: optional case name -> (image, segmentation) arrays (S, H, W); the figures of
+            these cases are drawn first.
     """
     reports = list(reports)
-    e = html.escape
-    classes = list(dict.fromkeys(n for r in reports for n, _ in _classes(r)))
-    counts = {v: sum(r.get("verdict") == v for r in reports) for v in _VERDICTS}
-    body = [
-        f"<h1>{e(title)}</h1>",
-        f"<p>{len(reports)} cases: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "</p>",
-        "<h2>Summary (predicted volume DSC)</h2><table><tr><th>case</th><th>verdict</th>"
-        + "".join(f"<th>{e(c)}</th>" for c in classes)
-        + "<th>flagged slices</th></tr>",
-    ]
-    for i, r in enumerate(reports):
-        verdict = str(r.get("verdict", ""))
-        volume = (r.get("volume") or {}).get("dsc") or {}
-        cells = "".join(_cell(_number(volume.get(c)), good, poor) for c in classes)
-        n_flagged = sum(bool(s.get("flagged")) for s in r.get("slices") or [])
-        body.append(
-            f'<tr><td><a href="#case-{i}">{e(str(r.get("case", "")))}</a></td>'
-            f'<td class="{"verdict-error" if verdict == "error" else e(verdict)}">{e(verdict)}'
-            f"</td>{cells}<td>{n_flagged}</td></tr>"
-        )
-    body += ["</table>", "<h2>Cases</h2>"]
-    for i, r in enumerate(reports):
-        body += _case_section(i, r, good, poor)
-    page = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-    return atomic_write_text(path, page)
+    path = Path(path)
+    if images:
+        from monai_qc.report_figures import write_case_figures
+
+        for report in reports:
+            case = report.get("case")
+            if isinstance(case, str) and case in images:
+                image, segmentation = images[case]
+                write_case_figures(report, image, segmentation, path.parent, good, poor)
+    return atomic_write_text(path, render_html(reports, path.parent, title, good, poor))

@@ -10,11 +10,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from skimage.io import imread
 
 from monai_qc.errors import QCInputError
+from monai_qc.phantom import PHANTOM_LABELS, make_phantom
 from monai_qc.report import (
     SUMMARY_COLUMNS,
+    atomic_write_bytes,
     atomic_write_text,
+    figure_paths,
     jsonable,
     read_case_report,
     read_reports,
@@ -22,6 +26,7 @@ from monai_qc.report import (
     write_html_report,
     write_summary_csv,
 )
+from monai_qc.report_figures import write_case_figures
 
 
 def make_report(case: str = "acdc_001_ED", **extra: Any) -> dict[str, Any]:
@@ -164,8 +169,97 @@ def test_write_html_report_escapes(tmp_path: Path) -> None:
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "a&amp;b" in page and "&lt;bad&gt; &amp; worse" in page
-    assert 'class="flagged"' in page
-    assert 'class="good">0.910<' in page and 'class="warn">0.750<' in page
-    assert 'class="bad">0.410<' in page
+    assert '<th class="flagged">1</th>' in page
+    assert 'class="good">0.910<' in page and 'class="warn">0.750<' in page  # 3D DSC
+    assert 'class="bad">0.41<' in page  # slice DSC
+    assert "slice 1 flagged" in page
     assert "http://" not in page and "https://" not in page
+    assert "<img" not in page  # no figures were written
     assert no_temp_files(tmp_path)
+
+
+def test_atomic_write_bytes(tmp_path: Path) -> None:
+    path = atomic_write_bytes(tmp_path / "f" / "x.bin", b"\x00\x89PNG")
+    assert path.read_bytes() == b"\x00\x89PNG"
+    assert no_temp_files(path.parent)
+
+
+def test_html_volume_table_with_correction(tmp_path: Path) -> None:
+    correction = {
+        "wrong_slices": [1],
+        "volumes_ml": {"RV": 150.0, "MYO": 110.0, "LV": 160.0},
+        "corrected_ml": {"RV": 140.0, "MYO": 100.0, "LV": 150.5},
+        "mass_g": 115.5,
+        "corrected_mass_g": 105.0,
+        "threshold": 0.3,
+        "classes": ["background", "MYO", "LV"],
+    }
+    report = make_report("a", correction=correction)
+    report["volume"]["segmented_ml"] = {"RV": 150.0, "MYO": 110.0, "LV": 160.0}
+    page = write_html_report([report], tmp_path / "report.html").read_text()
+    assert "corrected volume (mL)" in page
+    assert '<td>LV</td><td class="good">0.940</td><td>160.0</td><td>150.5</td>' in page
+    assert "<td>myocardial mass (g)</td><td></td><td>115.5</td><td>105.0</td>" in page
+    assert "slice(s) 1 had predicted DSC below 0.30 for background, MYO, LV" in page
+    plain = write_html_report([make_report("b")], tmp_path / "plain.html").read_text()
+    assert "corrected volume" not in plain and "myocardial mass" not in plain
+
+
+def phantom_report(case: str, flagged: tuple[int, ...] = (3,)) -> dict[str, Any]:
+    """A report of an 8-slice phantom with made-up DSCs; ``flagged`` slices are poor."""
+    slices = []
+    for i in range(8):
+        low = i in flagged
+        dsc = {"RV": None if i == 7 else 0.85, "MYO": 0.2 if low else 0.9, "LV": 0.65}
+        slices.append({"index": i, "dsc": dsc, "mvsf": {}, "flagged": low})
+    return {
+        "case": case,
+        "labels": dict(PHANTOM_LABELS),
+        "slices": slices,
+        "volume": {"dsc": {"RV": 0.85, "MYO": 0.8, "LV": 0.65}},
+        "verdict": "fail" if flagged else "pass",
+    }
+
+
+def test_figure_paths_are_safe_and_distinct(tmp_path: Path) -> None:
+    plain = figure_paths("acdc_001_ED", tmp_path)
+    assert plain["slices"] == tmp_path / "figures" / "acdc_001_ED_slices.png"
+    odd, other = figure_paths("a b&c", tmp_path), figure_paths("a_b_c", tmp_path)
+    assert odd["slices"].parent == tmp_path / "figures"
+    assert odd["slices"].name.startswith("a_b_c-") and odd["slices"] != other["slices"]
+    assert figure_paths("..", tmp_path)["flagged"].parent == tmp_path / "figures"
+
+
+def test_write_case_figures(tmp_path: Path) -> None:
+    image, labels = make_phantom(1, n_slices=8, size=(64, 64))
+    written = write_case_figures(phantom_report("p1"), image, labels, tmp_path)
+    paths = figure_paths("p1", tmp_path)
+    assert written == [paths["slices"], paths["flagged"]]
+    for path in written:
+        pixels = imread(path)[..., :3].astype(float)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 300
+        assert pixels.std() > 20  # not blank
+    strip = imread(paths["slices"])[..., :3].astype(int)
+    red = (strip[..., 0] > 150) & (strip[..., 1] < 80) & (strip[..., 2] < 80)
+    assert red.sum() > 300  # the flagged slice's red frame
+    assert no_temp_files(tmp_path / "figures")
+    again = write_case_figures(phantom_report("p1", flagged=()), image, labels, tmp_path)
+    assert again == [paths["slices"]] and not paths["flagged"].exists()
+    assert write_case_figures(error_report("p1"), image, labels, tmp_path) == []
+    with pytest.raises(ValueError, match="8 slices"):
+        write_case_figures(phantom_report("p1"), image[:5], labels[:5], tmp_path)
+
+
+def test_html_links_figures_that_exist(tmp_path: Path) -> None:
+    image, labels = make_phantom(2, n_slices=8, size=(64, 64))
+    reports = [phantom_report("a b&c"), phantom_report("plain", flagged=())]
+    path = write_html_report(reports, tmp_path / "report.html", images={"a b&c": (image, labels)})
+    page = path.read_text()
+    odd = figure_paths("a b&c", tmp_path)
+    assert odd["slices"].is_file() and odd["flagged"].is_file()
+    assert f'src="figures/{odd["slices"].name}"' in page
+    assert f'src="figures/{odd["flagged"].name}"' in page
+    assert "plain_slices.png" not in page  # no arrays given for it
+    assert "<h3>a b&amp;c &mdash;" in page
+    write_case_figures(reports[1], image, labels, tmp_path)
+    assert 'src="figures/plain_slices.png"' in write_html_report(reports, path).read_text()
