@@ -133,11 +133,23 @@ def train_command(
 @variants.command("predict")
 @_work_option
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-def predict_command(work: Path, device: str) -> None:
+@click.option(
+    "--case-fraction",
+    default=1.0,
+    show_default=True,
+    help="Fraction of the patients each checkpoint segments (seeded per checkpoint).",
+)
+@click.option("--seed", default=0, show_default=True)
+def predict_command(work: Path, device: str, case_fraction: float, seed: int) -> None:
     """Segment every case with every kept checkpoint; record true scores (resumable)."""
     from monai_qc.io import label_map_from_dataset_json
     from monai_qc.qc_collect import TrueScoreCollector
-    from nnunet_hooks.checkpoint_runs import list_checkpoints, preprocess_cases, run_checkpoints
+    from nnunet_hooks.checkpoint_runs import (
+        list_checkpoints,
+        patient_subset,
+        preprocess_cases,
+        run_checkpoints,
+    )
     from nnunet_hooks.manager import get_plugin_manager
     from nnunet_hooks.workspace import VariantWorkspace
 
@@ -158,8 +170,15 @@ def predict_command(work: Path, device: str) -> None:
     click.echo(f"{len(cases)} cases preprocessed in {time.perf_counter() - started:.0f} s")
     splits = json.loads((ws.preprocessed_dataset / "splits_final.json").read_text())
     manager = get_plugin_manager([collector], load_entry_points=False)
+    select = None if case_fraction >= 1 else patient_subset(case_fraction, seed)
     run_checkpoints(
-        ws, manager.hook, cases, todo, lambda spec: splits[spec.fold]["train"], device=device
+        ws,
+        manager.hook,
+        cases,
+        todo,
+        lambda spec: splits[spec.fold]["train"],
+        device=device,
+        select=select,
     )
     seconds = time.perf_counter() - started
     (ws.logs / "predict.seconds").write_text(f"{seconds:.1f}")
