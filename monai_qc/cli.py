@@ -7,6 +7,9 @@ import logging
 import click
 
 from monai_qc.commands.check import check, gate
+from monai_qc.commands.demo import demo
+from monai_qc.commands.model import evaluate, train
+from monai_qc.commands.nnunet import nnunet_qc
 from monai_qc.commands.variants import build_dataset, variants
 
 __all__ = ["main"]
@@ -22,6 +25,10 @@ def main(verbose: int) -> None:
 
 
 main.add_command(check)
+main.add_command(demo)
 main.add_command(gate)
 main.add_command(variants)
 main.add_command(build_dataset)
+main.add_command(train)
+main.add_command(evaluate)
+main.add_command(nnunet_qc)

@@ -248,6 +248,8 @@ class QCPredictor:
             )
         if not np.all(np.isfinite(image)):
             raise QCInputError(case, "image holds NaN or infinite values")
+        if image.size and image.min() == image.max():
+            raise QCInputError(case, "the image is blank (constant): nothing to check")
         indices = class_indices(segmentation, self.labels, case)
         if not indices.any():
             raise QCInputError(case, "segmentation is empty (background only)")

@@ -34,6 +34,8 @@ class SegmentedCase:
         properties: nnU-Net's properties of the case (geometry of the original file).
         model: what made the segmentation (e.g. variant name, epoch, checkpoint path).
         output_file: where the segmentation was or will be written, if anywhere.
+        probabilities: softmax probabilities (K, S, H, W) in the same geometry, when the
+            run kept them (None otherwise).
     """
 
     case_id: str
@@ -43,6 +45,7 @@ class SegmentedCase:
     properties: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     output_file: str | None = None
+    probabilities: np.ndarray | None = None
 
 
 @hookspec
@@ -53,6 +56,11 @@ def run_started(config: dict[str, Any], output_folder: str | None) -> None:
 @hookspec
 def case_segmented(case: SegmentedCase) -> None:
     """A case has been segmented (called in the main process, as soon as it exists)."""
+
+
+@hookspec
+def case_failed(case_id: str, message: str) -> None:
+    """A case could not be segmented or read (the message says why); the run goes on."""
 
 
 @hookspec

@@ -88,8 +88,9 @@ def test_class_indices_and_areas() -> None:
         (np.zeros((4, 8, 8)), np.zeros((4, 8, 9), np.uint8), "differs"),
         (np.zeros((8, 8)), np.zeros((8, 8), np.uint8), "3D"),
         (np.full((2, 8, 8), np.nan), np.ones((2, 8, 8), np.uint8), "NaN"),
-        (np.zeros((2, 8, 8)), np.zeros((2, 8, 8), np.uint8), "empty"),
-        (np.zeros((2, 8, 8)), np.full((2, 8, 8), 7, np.uint8), "unknown label"),
+        (np.random.rand(2, 8, 8), np.zeros((2, 8, 8), np.uint8), "empty"),
+        (np.random.rand(2, 8, 8), np.full((2, 8, 8), 7, np.uint8), "unknown label"),
+        (np.ones((2, 8, 8)), np.ones((2, 8, 8), np.uint8), "blank"),
     ],
 )
 def test_bad_input_names_the_case(predictor: QCPredictor, image, seg, message: str) -> None:

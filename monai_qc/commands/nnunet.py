@@ -1,0 +1,81 @@
+"""``monai-qc nnunet-qc``: QC of an existing nnU-Net output folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["nnunet_qc"]
+
+_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command("nnunet-qc")
+@click.option("--images", type=_dir, required=True, help="Folder of input images (<case>_0000).")
+@click.option(
+    "--predictions",
+    type=_dir,
+    required=True,
+    help="nnU-Net output folder (segmentations and dataset.json); reports go to its qc/.",
+)
+@click.option("--bundle", default=None, help="QC bundle folder or shipped bundle name.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--min-dsc",
+    multiple=True,
+    metavar="CLASS=VALUE",
+    help="Volume DSC threshold of a class, overriding the bundle's ('*' for all; repeatable).",
+)
+@click.option(
+    "--min-slice-dsc",
+    multiple=True,
+    metavar="CLASS=VALUE",
+    help="Slice DSC threshold of a class, overriding the bundle's ('*' for all; repeatable).",
+)
+@click.option("--correct-volumes", is_flag=True, help="Add corrected volumes to the reports.")
+@click.option(
+    "--block-plugin",
+    multiple=True,
+    metavar="NAME",
+    help="Do not load the monai-qc plugin NAME (repeatable).",
+)
+def nnunet_qc(
+    images: Path,
+    predictions: Path,
+    bundle: str | None,
+    device: str,
+    min_dsc: tuple[str, ...],
+    min_slice_dsc: tuple[str, ...],
+    correct_volumes: bool,
+    block_plugin: tuple[str, ...],
+) -> None:
+    """QC of nnU-Net segmentations already made, with the plugins of nnUNetv2_predict_qc.
+
+    Labels come from the predictions' dataset.json. Exit status 0 when every case passes,
+    1 when any fails or could not be checked.
+    """
+    from monai_qc.errors import BundleError, QCInputError
+    from monai_qc.gate import parse_thresholds
+    from nnunet_hooks.default_plugin import QCSettings
+    from nnunet_hooks.predict_cli import qc_nnunet_predictions
+
+    try:
+        settings = QCSettings(
+            bundle=bundle,
+            device=device,
+            min_dsc=parse_thresholds(min_dsc),
+            min_slice_dsc=parse_thresholds(min_slice_dsc),
+            correct_volumes=correct_volumes,
+        )
+        summary = qc_nnunet_predictions(images, predictions, settings, blocked=block_plugin)
+    except (BundleError, QCInputError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    counts = summary.get("verdicts")
+    if counts is None:
+        click.echo("QC plugin blocked: no reports written")
+        return
+    click.echo(", ".join(f"{n} {v}" for v, n in counts.items()))
+    click.echo(f"report: {Path(summary['qc_folder']) / 'report.html'}")
+    sys.exit(0 if counts["fail"] == counts["error"] == 0 else 1)

@@ -1,0 +1,240 @@
+"""``nnUNetv2_predict_qc``, ``QCnnUNetPredictor`` and ``monai-qc nnunet-qc``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nnunet_fixtures
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from click.testing import CliRunner
+from nnunet_fixtures import TinyNnunetModel, write_volume
+
+from monai_qc.cli import main as monai_qc
+from monai_qc.phantom import PHANTOM_SPACING, make_phantom
+from nnunet_hooks.environment import external_trainer_folder
+from nnunet_hooks.hookspecs import SegmentedCase, hookimpl
+from nnunet_hooks.manager import get_plugin_manager
+from nnunet_hooks.predict_cli import build_parser, main
+from nnunet_hooks.predictor import QCnnUNetPredictor
+
+nnunet_output_folder = nnunet_fixtures.nnunet_output_folder
+tiny_nnunet_model = nnunet_fixtures.tiny_nnunet_model
+
+REPORT_KEYS = {"case", "labels", "slices", "volume", "verdict"}
+SLICE_KEYS = {"index", "dsc", "mvsf", "flagged"}
+
+
+def test_parser_takes_every_nnunet_predict_argument() -> None:
+    from nnunetv2.inference import predict_from_raw_data
+
+    source = inspect.getsource(predict_from_raw_data.predict_entry_point)
+    nnunet_options = set(re.findall(r"add_argument\('(-[-\w]+)'", source))
+    parser = build_parser()
+    assert len(nnunet_options) > 20 and nnunet_options <= set(parser._option_string_actions)
+    args = parser.parse_args(
+        ["-i", "in", "-o", "out", "-d", "27", "-c", "2d", "-f", "0", "1", "-npp", "1"]
+        + ["--qc-min-dsc", "LV=0.8", "--qc-min-dsc", "*=0.5", "--qc-block-plugin", "x"]
+        + ["--correct-volumes", "--no-qc", "--qc-bundle", "b"]
+    )
+    assert (args.f, args.npp, args.tr, args.p, args.chk) == (
+        ["0", "1"],
+        1,
+        "nnUNetTrainer",
+        "nnUNetPlans",
+        "checkpoint_final.pth",
+    )
+    assert args.qc_min_dsc == ["LV=0.8", "*=0.5"] and args.qc_min_slice_dsc == []
+    assert args.correct_volumes and args.no_qc and args.qc_block_plugin == ["x"]
+    assert args.qc_bundle == "b"
+
+
+def test_bad_qc_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["-i", "in", "-o", "out", "-d", "27", "-c", "2d"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--qc-min-dsc", "LV=2"])
+    assert exit_info.value.code == 2 and "outside [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "-device", "tpu"])
+    assert "-device must be" in capsys.readouterr().err
+
+
+def test_nnunet_qc_command_checks_an_output_folder(
+    nnunet_output_folder: tuple[Path, Path], untrained_bundle: Path
+) -> None:
+    images, predictions = nnunet_output_folder
+    args = ["nnunet-qc", "--images", str(images), "--predictions", str(predictions)]
+    args += ["--bundle", str(untrained_bundle), "--min-dsc", "*=0", "--min-slice-dsc", "*=0"]
+    result = CliRunner().invoke(monai_qc, [*args, "--correct-volumes"])
+    assert result.exit_code == 1, result.output
+    assert "2 pass, 0 fail, 2 error" in result.output
+    qc = predictions / "qc"
+    assert "correction" in json.loads((qc / "ph_0.json").read_text())
+    assert json.loads((qc / "lonely.json").read_text())["verdict"] == "error"
+
+    blocked = CliRunner().invoke(monai_qc, [*args, "--block-plugin", "qc"])
+    assert blocked.exit_code == 0 and "blocked" in blocked.output
+    (predictions / "dataset.json").unlink()
+    missing = CliRunner().invoke(monai_qc, args)
+    assert missing.exit_code == 1 and "dataset.json" in missing.output
+
+
+@pytest.fixture(scope="module")
+def prediction_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two new phantoms and a blank image, named as nnU-Net expects."""
+    folder = tmp_path_factory.mktemp("inputs")
+    for seed in (100, 101):
+        write_volume(make_phantom(seed, 6, (64, 64))[0], folder / f"new_{seed}_0000.nii.gz")
+    write_volume(np.zeros((6, 64, 64), np.float32), folder / "blank_0000.nii.gz")
+    return folder
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tests predict in this process; one thread is much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _predict_in_process(
+    model: TinyNnunetModel, inputs: Path, out: Path, predictor: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("nnUNet_extTrainer", str(external_trainer_folder()))
+    predictor.initialize_from_trained_model_folder(
+        str(model.model_folder), (model.spec.fold,), "checkpoint_final.pth"
+    )
+    out.mkdir()  # nnU-Net's sequential mode expects the folder to exist
+    predictor.predict_from_files_sequential(str(inputs), str(out), save_probabilities=True)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def run_started(self, config: dict[str, Any], output_folder: str | None) -> None:
+        self.calls.append(("run_started", (config, output_folder)))
+
+    @hookimpl
+    def case_segmented(self, case: SegmentedCase) -> None:
+        assert case.output_file is not None and Path(case.output_file).is_file()
+        self.calls.append(("case_segmented", case))
+
+    @hookimpl
+    def run_finished(self, summary: dict[str, Any]) -> None:
+        self.calls.append(("run_finished", summary))
+
+
+def _read(path: Path) -> tuple[np.ndarray, tuple]:
+    image = sitk.ReadImage(str(path))
+    geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    return sitk.GetArrayFromImage(image), geometry
+
+
+@pytest.mark.slow
+def test_predictor_writes_what_nnunet_writes_and_fires_hooks(
+    tiny_nnunet_model: TinyNnunetModel,
+    prediction_inputs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_torch_thread: None,
+) -> None:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    options = {"device": torch.device("cpu"), "use_mirroring": False, "allow_tqdm": False}
+    stock = nnUNetPredictor(**options)
+    _predict_in_process(
+        tiny_nnunet_model, prediction_inputs, tmp_path / "stock", stock, monkeypatch
+    )
+    recorder = _Recorder()
+    manager = get_plugin_manager([recorder], load_entry_points=False)
+    ours = QCnnUNetPredictor(manager, {"qc": {"note": 1}}, **options)
+    _predict_in_process(tiny_nnunet_model, prediction_inputs, tmp_path / "ours", ours, monkeypatch)
+
+    names = sorted(p.name for p in (tmp_path / "stock").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "ours").iterdir())
+    cases = ["blank", "new_100", "new_101"]
+    for case in cases:
+        expected, geometry = _read(tmp_path / "stock" / f"{case}.nii.gz")
+        segmentation, our_geometry = _read(tmp_path / "ours" / f"{case}.nii.gz")
+        np.testing.assert_array_equal(segmentation, expected)
+        assert our_geometry == geometry
+        probabilities = np.load(tmp_path / "ours" / f"{case}.npz")["probabilities"]
+        np.testing.assert_array_equal(
+            probabilities, np.load(tmp_path / "stock" / f"{case}.npz")["probabilities"]
+        )
+
+    assert [c[0] for c in recorder.calls] == ["run_started"] + 3 * ["case_segmented"] + [
+        "run_finished"
+    ]
+    config, output_folder = recorder.calls[0][1]
+    assert output_folder == str(tmp_path / "ours") and config["qc"] == {"note": 1}
+    assert config["labels"] == {"RV": 1, "MYO": 2, "LV": 3}
+    assert config["model"]["trainer"] == "nnUNetTrainerQCVariant"
+    segmented = {c[1].case_id: c[1] for c in recorder.calls if c[0] == "case_segmented"}
+    assert sorted(segmented) == cases
+    case = segmented["new_100"]
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction_inputs / "new_100_0000.nii.gz")))
+    np.testing.assert_array_equal(case.image, image)
+    np.testing.assert_array_equal(case.segmentation, _read(Path(case.output_file))[0])
+    assert case.spacing == pytest.approx(PHANTOM_SPACING)
+    assert case.probabilities is not None and case.probabilities.shape == (4, *image.shape)
+    assert recorder.calls[-1][1]["cases"] == cases
+
+
+@pytest.mark.slow
+def test_nnunetv2_predict_qc_end_to_end(
+    tiny_nnunet_model: TinyNnunetModel,
+    prediction_inputs: Path,
+    untrained_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).with_name("nnUNetv2_predict_qc"))]
+    command += ["-i", str(prediction_inputs), "-o", str(out), *tiny_nnunet_model.predict_args()]
+    command += ["-npp", "1", "-nps", "1", "--disable_tta", "--qc-bundle", str(untrained_bundle)]
+    command += ["--qc-min-dsc", "*=0", "--qc-min-slice-dsc", "*=0", "--correct-volumes"]
+    env = {**tiny_nnunet_model.env, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "QC: 2 pass, 0 fail, 1 error" in run.stdout
+
+    cases = ["blank", "new_100", "new_101"]
+    written = {"dataset.json", "plans.json", "predict_from_raw_data_args.json", "qc"}
+    assert {p.name for p in out.iterdir()} == written | {f"{c}.nii.gz" for c in cases}
+    for case in cases:
+        segmentation, geometry = _read(out / f"{case}.nii.gz")
+        image, image_geometry = _read(prediction_inputs / f"{case}_0000.nii.gz")
+        assert segmentation.shape == image.shape and geometry == image_geometry
+        assert set(np.unique(segmentation)) <= {0, 1, 2, 3}
+
+    qc = out / "qc"
+    assert (qc / "summary.csv").is_file() and (qc / "report.html").is_file()
+    reports = {c: json.loads((qc / f"{c}.json").read_text()) for c in cases}
+    for case in ("new_100", "new_101"):
+        report = reports[case]
+        assert set(report) >= REPORT_KEYS and report["verdict"] == "pass"
+        assert [s["index"] for s in report["slices"]] == list(range(6))
+        assert all(set(s) >= SLICE_KEYS for s in report["slices"])
+        assert set(report["volume"]["dsc"]) == {"RV", "MYO", "LV"}
+        assert "corrected_ml" in report["correction"]
+        assert report["segmentation"] == str(out / f"{case}.nii.gz")
+    assert reports["blank"]["verdict"] == "error" and "blank" in reports["blank"]["error"]
+
+    gate = CliRunner().invoke(monai_qc, ["gate", str(qc)])
+    assert gate.exit_code == 1 and "FAIL blank: error:" in gate.output
+    assert "FAIL new_" not in gate.output
+    (qc / "blank.json").unlink()
+    gate = CliRunner().invoke(monai_qc, ["gate", str(qc)])
+    assert gate.exit_code == 0, gate.output
