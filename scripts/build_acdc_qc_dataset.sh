@@ -13,7 +13,7 @@ stage train
 /usr/bin/time -f "train: %e s" monai-qc -v variants train --dataset "$dataset" --work "$work" \
     --n-variants 12 --seed 2026 --epochs 2 40
 stage predict
-/usr/bin/time -f "predict: %e s" monai-qc -v variants predict --work "$work"
+/usr/bin/time -f "predict: %e s" monai-qc -v variants predict --work "$work" --case-fraction 0.6
 stage build
-/usr/bin/time -f "build: %e s" monai-qc -v build-dataset --work "$work" --out "$out"
+/usr/bin/time -f "build: %e s" monai-qc -v build-dataset --work "$work" --out "$out" --spatial-size 96 96
 stage done

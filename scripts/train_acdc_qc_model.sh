@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Trains, evaluates and packages the ACDC QC model from a QC data set.
+# Usage: scripts/train_acdc_qc_model.sh QC_DATA RUN_DIR WORK_DIR
+#   QC_DATA   output of scripts/build_acdc_qc_dataset.sh (build-dataset)
+#   RUN_DIR   training run folder (resumable)
+#   WORK_DIR  the variant workspace (its collected segmentations feed the baselines)
+set -euo pipefail
+data=${1:?QC_DATA}; run=${2:?RUN_DIR}; work=${3:?WORK_DIR}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+/usr/bin/time -f "train: %e s" monai-qc -v train --data "$data" --run "$run" \
+    --networks resnet2d,resnet3d --epochs 6 --epochs-3d 30 \
+    --bundle-out "$repo/bundles/cmr_acdc_qc"
+/usr/bin/time -f "evaluate: %e s" monai-qc -v evaluate --data "$data" --run "$run" \
+    --collected "$work/collected" --out "$repo/benchmarks/results/evaluation"
