@@ -140,7 +140,21 @@ def train_command(
     help="Fraction of the patients each checkpoint segments (seeded per checkpoint).",
 )
 @click.option("--seed", default=0, show_default=True)
-def predict_command(work: Path, device: str, case_fraction: float, seed: int) -> None:
+@click.option(
+    "--min-epoch",
+    default=1,
+    show_default=True,
+    help="Skip snapshots taken before this epoch (e.g. when they are known to segment nothing).",
+)
+@click.option(
+    "--whole-slice",
+    is_flag=True,
+    help="Faster whole-slice inference instead of nnU-Net's sliding window (lower quality; "
+    "its segmentations are named <model>_ws).",
+)
+def predict_command(
+    work: Path, device: str, case_fraction: float, seed: int, min_epoch: int, whole_slice: bool
+) -> None:
     """Segment every case with every kept checkpoint; record true scores (resumable)."""
     from monai_qc.io import label_map_from_dataset_json
     from monai_qc.qc_collect import TrueScoreCollector
@@ -161,8 +175,8 @@ def predict_command(work: Path, device: str, case_fraction: float, seed: int) ->
     collector = TrueScoreCollector(
         ws.dataset / "labelsTr", ending, [0, *labels.values()], ws.collected
     )
-    checkpoints = list_checkpoints(ws)
-    todo = [c for c in checkpoints if not collector.is_complete(c.name)]
+    checkpoints = [c for c in list_checkpoints(ws) if c.epoch >= min_epoch]
+    todo = [c for c in checkpoints if not collector.is_complete(c.model_name(whole_slice))]
     click.echo(f"{len(checkpoints)} checkpoints, {len(todo)} to run")
     if not todo:
         return
@@ -179,6 +193,7 @@ def predict_command(work: Path, device: str, case_fraction: float, seed: int) ->
         lambda spec: splits[spec.fold]["train"],
         device=device,
         select=select,
+        whole_slice=whole_slice,
     )
     seconds = time.perf_counter() - started
     (ws.logs / "predict.seconds").write_text(f"{seconds:.1f}")

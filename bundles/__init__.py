@@ -1,0 +1,1 @@
+"""QC bundles shipped with monai-qc (installed as ``monai_qc.bundles``)."""

@@ -1,0 +1,128 @@
+"""The shipped QC bundle: MONAI's checks, download from a release-like URL, and real QC."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from monai_qc import QCPredictor
+from monai_qc.bundle import DEFAULT_BUNDLE, resolve_bundle
+
+SCHEMA = Path(__file__).resolve().parents[1] / "monai_qc" / "schemas" / "meta_schema_20240725.json"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Path:
+    return resolve_bundle(DEFAULT_BUNDLE)
+
+
+def _monai_bundle(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_shipped_bundle_files(bundle: Path) -> None:
+    for name in (
+        "configs/metadata.json",
+        "configs/inference.json",
+        "models/model.pt",
+        "docs/README.md",
+        "LICENSE",
+    ):
+        assert (bundle / name).is_file(), name
+    assert (bundle / "models" / "model.pt").stat().st_size < 20e6
+
+
+def test_verify_metadata_offline(bundle: Path) -> None:
+    run = _monai_bundle(
+        "verify_metadata",
+        "--meta_file",
+        str(bundle / "configs" / "metadata.json"),
+        "--filepath",
+        str(SCHEMA),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "metadata is verified with no error" in (run.stdout + run.stderr)
+
+
+def test_verify_net_in_out(bundle: Path) -> None:
+    run = _monai_bundle(
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        str(bundle / "configs" / "metadata.json"),
+        "--config_file",
+        str(bundle / "configs" / "inference.json"),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "data shape of network is verified with no error" in (run.stdout + run.stderr)
+
+
+@pytest.fixture
+def served_zip(bundle: Path, tmp_path: Path) -> Iterator[str]:
+    """The bundle zipped as a release asset, served on 127.0.0.1."""
+    assets = tmp_path / "releases" / "download" / "v1"
+    assets.mkdir(parents=True)
+    shutil.make_archive(str(assets / bundle.name), "zip", bundle.parent, bundle.name)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args):  # type: ignore[no-untyped-def]
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/releases/download/v1/{bundle.name}.zip"
+    finally:
+        server.shutdown()
+
+
+def test_download_then_predict(served_zip: str, tmp_path: Path) -> None:
+    from monai.bundle import download
+
+    download(name=DEFAULT_BUNDLE, url=served_zip, bundle_dir=str(tmp_path / "downloaded"))
+    predictor = QCPredictor.from_bundle(tmp_path / "downloaded" / DEFAULT_BUNDLE)
+    from monai_qc.phantom import make_phantom
+
+    image, labels = make_phantom(1, n_slices=8)
+    report = predictor.predict(image, labels, (10.0, 1.5, 1.5), "phantom").to_dict()
+    assert len(report["slices"]) == 8
+
+
+@pytest.mark.slow
+def test_qc_of_truth_and_damaged_acdc_case(bundle: Path, acdc: Path) -> None:
+    """Expert labels get a high predicted DSC; an eroded, partly blanked copy a lower one."""
+    image_file = acdc / "imagesTr" / "acdc_003_ED_0000.nii.gz"
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(image_file))).astype(np.float32)
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(acdc / "labelsTr" / "acdc_003_ED.nii.gz")))
+    predictor = QCPredictor.from_bundle(bundle)
+    good = predictor.predict(image, truth, (10.0, 1.5, 1.5), "truth")
+    assert min(good.to_dict()["volume"]["dsc"].values()) > 0.8
+
+    damaged = truth.copy()
+    myo = damaged == 2
+    damaged[myo & ~ndimage.binary_erosion(myo, iterations=2)] = 0  # myocardium thinned
+    filled = [i for i in range(len(truth)) if (truth[i] > 0).sum() > 500]
+    blank = filled[len(filled) // 2]
+    keep = filled[len(filled) // 2 - 1]
+    damaged[blank][damaged[blank] == 3] = 0  # LV missed on one slice
+    bad = predictor.predict(image, damaged, (10.0, 1.5, 1.5), "damaged")
+    lv, myo_col = 3, 2
+    assert bad.slice_dsc[blank, lv] < good.slice_dsc[blank, lv] - 0.3
+    assert bad.slice_dsc[blank, lv] < bad.slice_dsc[keep, lv]
+    assert bad.volume_dsc[myo_col] < good.volume_dsc[myo_col] - 0.05
