@@ -51,7 +51,8 @@ def summarize_qc_dataset(out_dir: Path, timings: dict[str, float] | None = None)
         f"- segmentation models (checkpoints): {manifest['n_models']}",
         f"- 3D segmentations collected: {manifest['n_records_collected']} "
         f"({manifest['n_records_usable']} not empty)",
-        f"- balanced on the true 3D DSC of {manifest['balance_class']}; bins {', '.join(labels)}",
+        f"- balanced on the true 3D DSC of {manifest['balance_class']}; bins {', '.join(labels)}; "
+        f"per bin: {manifest.get('per_bin') or 'the smallest bin count'}",
         "",
         "| split | patients | 3D samples | 2D samples |",
         "|---|---|---|---|",

@@ -125,6 +125,7 @@ def build_qc_dataset(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     spatial_size: tuple[int, int] = (128, 128),
+    per_bin: int | None = None,
 ) -> dict[str, Any]:
     """Balance, split and write the QC data set; return the manifest.
 
@@ -138,6 +139,8 @@ def build_qc_dataset(
         fractions: train / validation / test fractions of the patients.
         seed: seed of the balancing and of the split.
         spatial_size: in-plane size of the stored slices.
+        per_bin: volumes taken from each bin (default: the smallest bin's count, as in the
+            method; a larger number keeps every volume of the scarcer bins).
     """
     records, class_values = load_records(collected)
     if len(class_names) != len(class_values):
@@ -146,7 +149,7 @@ def build_qc_dataset(
     usable = [r for r in records if r.seg_area[:, 1:].sum() > 0]
     logger.info("%d records, %d with a non-empty segmentation", len(records), len(usable))
     values = np.array([r.volume_dsc[column] for r in usable])
-    chosen = balance_by_bins(values, bins, seed)
+    chosen = balance_by_bins(values, bins, seed, per_bin)
     selected = [usable[i] for i in chosen]
     split = split_by_patient([r.patient for r in selected], values[chosen], fractions, bins, seed)
     groups = _pathology_groups(dataset)
@@ -209,6 +212,7 @@ def build_qc_dataset(
         "class_values": class_values,
         "balance_class": balance_class,
         "bins": list(bins),
+        "per_bin": per_bin,
         "bin_counts_before": np.bincount(assign_bins(values, bins) + 1, minlength=len(bins))[
             1:
         ].tolist(),

@@ -235,6 +235,12 @@ def predict_command(
     show_default=True,
     help="In-plane size of the stored QC inputs.",
 )
+@click.option(
+    "--per-bin",
+    type=int,
+    default=None,
+    help="Volumes per DSC bin (default: the smallest bin's count).",
+)
 def build_dataset(
     work: Path,
     out: Path,
@@ -243,6 +249,7 @@ def build_dataset(
     fractions: tuple[float, float, float],
     seed: int,
     spatial_size: tuple[int, int],
+    per_bin: int | None,
 ) -> None:
     """Balance and split the collected segmentations into a QC data set."""
     import numpy as np
@@ -262,7 +269,16 @@ def build_dataset(
         balance_class = list(labels)[int(np.argmin(medians))]
         click.echo(f"balancing on {balance_class} (lowest median true DSC)")
     manifest = build_qc_dataset(
-        ws.collected, ws.dataset, out, names, balance_class, bins, fractions, seed, spatial_size
+        ws.collected,
+        ws.dataset,
+        out,
+        names,
+        balance_class,
+        bins,
+        fractions,
+        seed,
+        spatial_size,
+        per_bin,
     )
     seconds = time.perf_counter() - started
     timings = _stage_timings(ws.logs)
