@@ -83,10 +83,12 @@ def volume_inputs(samples: QCSamples, depth: int = 8) -> tuple[torch.Tensor, np.
 
 
 def record_targets(records_csv: Path, classes: list[str]) -> dict[int, np.ndarray]:
-    """True volume DSC per record id (K values, background first)."""
+    """True volume DSC per record id (K values, background first; absent from both: 1)."""
     with open(records_csv) as f:
         return {
-            int(row["record"]): np.array([float(row[f"dsc_{c}"]) for c in classes])
+            int(row["record"]): np.nan_to_num(
+                np.array([float(row[f"dsc_{c}"]) for c in classes]), nan=1.0
+            )
             for row in csv.DictReader(f)
         }
 
