@@ -48,7 +48,11 @@ def variant_agreement(
     out = np.full((len(rows), len(class_values)), np.nan)
     for i, row in enumerate(rows):
         own = archives[row["model"]][row["case"]]
-        others = [archives[m][row["case"]] for m in models if m != row["model"]]
+        others = [
+            archives[m][row["case"]]
+            for m in models
+            if m != row["model"] and row["case"] in archives[m].files
+        ]
         for j, v in enumerate(class_values):
             a = own == v
             dices = [
