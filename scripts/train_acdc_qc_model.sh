@@ -11,4 +11,5 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
     --networks resnet2d,resnet3d --epochs 6 --epochs-3d 30 \
     --bundle-out "$repo/bundles/cmr_acdc_qc"
 /usr/bin/time -f "evaluate: %e s" monai-qc -v evaluate --data "$data" --run "$run" \
-    --collected "$work/collected" --out "$repo/benchmarks/results/evaluation"
+    --collected "$work/collected" --out "$repo/benchmarks/results/evaluation" \
+    --bundle "$repo/bundles/cmr_acdc_qc"

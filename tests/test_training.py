@@ -131,6 +131,8 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
             str(root / "eval"),
             "--collected",
             str(qc_data["collected"]),
+            "--bundle",
+            str(root / "bundle"),
         ],
     )
     assert evaluation.exit_code == 0, evaluation.output
@@ -143,6 +145,7 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     assert "resnet2d_vs_resnet3d" in results["wilcoxon_2dr_vs_3d"]
     assert set(results["baselines_spearman_3d"]) == {"variant_agreement", "negative_entropy"}
     assert (root / "eval" / "resnet2d_2d.png").is_file()
+    assert "Quality on the held-out test patients" in (root / "bundle/docs/README.md").read_text()
 
     predictor = QCPredictor.from_bundle(root / "bundle")
     image, labels = make_phantom(99, n_slices=6, size=(64, 64))

@@ -139,11 +139,29 @@ def train(
     default=None,
     help="Collected segmentations (for the baselines).",
 )
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write this bundle's docs/README.md with the results.",
+)
 def evaluate(
-    data: Path, run_dir: Path, out: Path, threshold: float, collected: Path | None
+    data: Path,
+    run_dir: Path,
+    out: Path,
+    threshold: float,
+    collected: Path | None,
+    bundle_dir: Path | None,
 ) -> None:
     """Tables of MAE, Pearson r and accuracy on the test split, 2D_R vs 3D-direct, baselines."""
+    from monai_qc.bundle_writer import bundle_readme
     from monai_qc.evaluate_run import evaluate_run
+    from monai_qc.report import atomic_write_text
 
-    evaluate_run(data, run_dir, out, threshold, collected)
+    results = evaluate_run(data, run_dir, out, threshold, collected)
+    if bundle_dir is not None:
+        manifest = json.loads((data / "manifest.json").read_text())
+        text = bundle_readme(bundle_dir.name, manifest, results)
+        atomic_write_text(bundle_dir / "docs" / "README.md", text)
     click.echo((out / "evaluation.md").read_text())
