@@ -30,7 +30,11 @@ def inference_config(
 ) -> dict[str, Any]:
     """``configs/inference.json``: QC of a folder with ``python -m monai.bundle run``."""
     return {
-        "imports": ["$import pathlib", "$import monai_qc.check", "$import monai_qc.inference"],
+        "imports": [
+            "$import pathlib",
+            "$from monai_qc.check import check_folder",
+            "$from monai_qc.inference import QCPredictor",
+        ],
         "bundle_root": ".",
         "device": "cpu",
         "labels": dict(labels),
@@ -51,9 +55,9 @@ def inference_config(
         "images_dir": "images",
         "segs_dir": "segs",
         "output_dir": "qc",
-        "predictor": "$monai_qc.inference.QCPredictor.from_bundle(@bundle_root, device=@device)",
+        "predictor": "$QCPredictor.from_bundle(@bundle_root, device=@device)",
         "run": [
-            "$monai_qc.check.check_folder(@predictor, pathlib.Path(@images_dir), "
+            "$check_folder(@predictor, pathlib.Path(@images_dir), "
             "pathlib.Path(@segs_dir), pathlib.Path(@output_dir))"
         ],
     }

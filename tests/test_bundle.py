@@ -137,3 +137,28 @@ def test_qc_of_truth_and_damaged_acdc_case(bundle: Path, acdc: Path) -> None:
     assert bad.slice_dsc[blank, lv] < good.slice_dsc[blank, lv] - 0.3
     assert bad.slice_dsc[blank, lv] < bad.slice_dsc[keep, lv]
     assert bad.volume_dsc[myo_col] < good.volume_dsc[myo_col] - 0.05
+
+
+def test_monai_bundle_run_checks_a_folder(bundle: Path, tmp_path: Path) -> None:
+    """``python -m monai.bundle run`` with the bundle's inference config QCs a folder."""
+    from monai_qc.phantom import write_nnunet_dataset
+
+    data = write_nnunet_dataset(tmp_path / "Dataset903_Phantom", 2, seed=4, n_slices=6)
+    out = tmp_path / "qc"
+    run = _monai_bundle(
+        "run",
+        "--config_file",
+        str(bundle / "configs" / "inference.json"),
+        "--bundle_root",
+        str(bundle),
+        "--images_dir",
+        str(data / "imagesTr"),
+        "--segs_dir",
+        str(data / "labelsTr"),
+        "--output_dir",
+        str(out),
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    reports = sorted(p.name for p in out.glob("*.json"))
+    assert reports == ["phantom_001_ED.json", "phantom_001_ES.json"]
+    assert (out / "summary.csv").is_file() and (out / "report.html").is_file()
