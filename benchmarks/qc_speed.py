@@ -12,13 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import SimpleITK as sitk
 import torch
 
 from monai_qc.check import check_folder
 from monai_qc.inference import QCPredictor
 from monai_qc.networks import build_qc_network, count_parameters
-from monai_qc.phantom import PHANTOM_SPACING, make_phantom
+from monai_qc.phantom import PHANTOM_SPACING, make_phantom, write_volume
 
 OUT = Path(__file__).parent / "results" / "qc_speed.md"
 
@@ -55,13 +54,8 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "img").mkdir()
         (folder / "seg").mkdir()
-        for array, path in (
-            (image, folder / "img" / "c_0000.nii.gz"),
-            (labels, folder / "seg" / "c.nii.gz"),
-        ):
-            itk = sitk.GetImageFromArray(array)
-            itk.SetSpacing(tuple(reversed(PHANTOM_SPACING)))
-            sitk.WriteImage(itk, str(path))
+        write_volume(image, folder / "img" / "c_0000.nii.gz")
+        write_volume(labels, folder / "seg" / "c.nii.gz")
         median, best = _time(
             lambda: check_folder(
                 predictor, folder / "img", folder / "seg", folder / "qc", overwrite=True

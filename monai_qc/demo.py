@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from monai_qc.check import CheckSummary, check_folder
 from monai_qc.inference import QCPredictor
 from monai_qc.metrics import slice_scores, volume_scores
-from monai_qc.phantom import PHANTOM_LABELS, PHANTOM_SPACING, make_phantom
+from monai_qc.phantom import PHANTOM_LABELS, make_phantom, write_volume
 from monai_qc.report import read_case_report
 
 __all__ = ["DemoRow", "damage", "run_demo"]
@@ -48,12 +47,6 @@ class DemoRow:
     damaged_slice_dsc: dict[str, float | None]
 
 
-def _write(array: np.ndarray, path: Path) -> None:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(tuple(reversed(PHANTOM_SPACING)))
-    sitk.WriteImage(image, str(path), useCompression=True)
-
-
 def run_demo(
     predictor: QCPredictor, out_dir: Path, seed: int = 7
 ) -> tuple[CheckSummary, list[DemoRow]]:
@@ -67,8 +60,8 @@ def run_demo(
         image, labels = make_phantom(seed + i, n_slices=9, size=(128, 128))
         seg = damage(labels, kind, rng)
         case = f"phantom_{i + 1:02d}_{kind}"
-        _write(image, images / f"{case}_0000.nii.gz")
-        _write(seg, segs / f"{case}.nii.gz")
+        write_volume(image, images / f"{case}_0000.nii.gz")
+        write_volume(seg, segs / f"{case}.nii.gz")
         truths[case] = (kind, labels, seg)
     summary = check_folder(predictor, images, segs, out_dir / "qc", overwrite=True)
     values = [0, *PHANTOM_LABELS.values()]

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-__all__ = ["PHANTOM_LABELS", "make_phantom", "write_nnunet_dataset"]
+__all__ = ["PHANTOM_LABELS", "make_phantom", "write_nnunet_dataset", "write_volume"]
 
 PHANTOM_LABELS = {"RV": 1, "MYO": 2, "LV": 3}
 PHANTOM_SPACING = (10.0, 1.5, 1.5)  # (sz, sy, sx) mm
@@ -52,7 +52,10 @@ def make_phantom(
     return image, labels
 
 
-def _write(array: np.ndarray, path: Path, spacing: tuple[float, float, float]) -> None:
+def write_volume(
+    array: np.ndarray, path: Path, spacing: tuple[float, float, float] = PHANTOM_SPACING
+) -> None:
+    """Write an (S, H, W) array with spacing (sz, sy, sx) in mm, compressed."""
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(tuple(reversed(spacing)))
     sitk.WriteImage(image, str(path), useCompression=True)
@@ -80,8 +83,8 @@ def write_nnunet_dataset(
     for i in range(n_cases):
         case = f"phantom_{i // 2 + 1:03d}_{'ED' if i % 2 == 0 else 'ES'}"
         image, labels = make_phantom(seed + i, n_slices, size)
-        _write(image, folder / "imagesTr" / f"{case}_0000.nii.gz", PHANTOM_SPACING)
-        _write(labels, folder / "labelsTr" / f"{case}.nii.gz", PHANTOM_SPACING)
+        write_volume(image, folder / "imagesTr" / f"{case}_0000.nii.gz", PHANTOM_SPACING)
+        write_volume(labels, folder / "labelsTr" / f"{case}.nii.gz", PHANTOM_SPACING)
     dataset = {
         "channel_names": {"0": "cineMRI"},
         "labels": {"background": 0, **PHANTOM_LABELS},
