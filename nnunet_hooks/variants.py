@@ -86,11 +86,13 @@ def sample_variants(
     iterations_per_epoch: int = 25,
     batch_size: int = 8,
     first_fold: int = 5,
+    reference_epochs: int | None = None,
 ) -> list[VariantSpec]:
     """Draw ``n`` variants at random (seeded); epochs are drawn log-uniformly.
 
     Variant ``v00`` is the reference: the widest network, all training patients and the most
-    epochs, so that every run holds a well-trained model (and good segmentations).
+    epochs (``reference_epochs``, default the top of ``epoch_range``), so that every run holds a
+    well-trained model (and good segmentations). The other variants do not depend on it.
     """
     rng = np.random.default_rng(seed)
     low, high = np.log(epoch_range[0]), np.log(epoch_range[1])
@@ -104,7 +106,7 @@ def sample_variants(
                 data_fraction=max(data_fractions)
                 if reference
                 else float(rng.choice(data_fractions)),
-                num_epochs=epoch_range[1]
+                num_epochs=(reference_epochs or epoch_range[1])
                 if reference
                 else int(round(float(np.exp(rng.uniform(low, high))))),
                 iterations_per_epoch=iterations_per_epoch,

@@ -11,13 +11,18 @@ mkdir -p "$work"
 stage() { echo "== $1 $(date -u +%FT%TZ)"; }
 stage train
 /usr/bin/time -f "train: %e s" monai-qc -v variants train --dataset "$dataset" --work "$work" \
-    --n-variants 12 --seed 2026 --epochs 2 40
+    --n-variants 12 --seed 2026 --epochs 2 40 --reference-epochs 200
+# Eleven short variants (2-40 epochs of 25 iterations) and one long reference run (v00,
+# 200 epochs, snapshots at 25/50/100/200) that reaches the well-segmented end of the range.
 # Snapshots before epoch 7 segment (almost) nothing on ACDC at this budget. Whole-slice
-# inference is fast and gives intermediate quality; nnU-Net's sliding window on half of the
-# patients gives the well-trained end (the latest snapshots).
+# inference is fast and gives intermediate quality (short variants only); nnU-Net's sliding
+# window gives the well-trained end: every case for the reference's last two snapshots, half
+# of the patients for the other snapshots from epoch 20 on.
 stage predict
 /usr/bin/time -f "predict (whole slice): %e s" monai-qc -v variants predict --work "$work" \
-    --min-epoch 7 --whole-slice
+    --min-epoch 7 --max-epoch 40 --whole-slice
+/usr/bin/time -f "predict (sliding window, reference): %e s" monai-qc -v variants predict \
+    --work "$work" --min-epoch 100
 /usr/bin/time -f "predict (sliding window): %e s" monai-qc -v variants predict --work "$work" \
     --min-epoch 20 --case-fraction 0.5
 stage build

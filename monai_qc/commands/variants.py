@@ -67,6 +67,13 @@ def variants() -> None:
     show_default=True,
     help="Range of epochs (log-uniform).",
 )
+@click.option(
+    "--reference-epochs",
+    type=int,
+    default=None,
+    help="Epochs of the reference variant v00 (default: the top of --epochs). A long reference "
+    "run gives the well-segmented end of the DSC range; its snapshots give intermediate quality.",
+)
 @click.option("--iterations-per-epoch", default=25, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--patch-size", type=(int, int), default=(128, 128), show_default=True)
@@ -79,6 +86,7 @@ def train_command(
     width_divisors: tuple[int, ...],
     fractions: tuple[float, ...],
     epochs: tuple[int, int],
+    reference_epochs: int | None,
     iterations_per_epoch: int,
     batch_size: int,
     patch_size: tuple[int, int],
@@ -103,7 +111,14 @@ def train_command(
     specs = [
         replace(v, patch_size=patch_size)
         for v in sample_variants(
-            n_variants, seed, width_divisors, fractions, epochs, iterations_per_epoch, batch_size
+            n_variants,
+            seed,
+            width_divisors,
+            fractions,
+            epochs,
+            iterations_per_epoch,
+            batch_size,
+            reference_epochs=reference_epochs,
         )
     ]
     ws.save_variants(specs)
@@ -147,13 +162,25 @@ def train_command(
     help="Skip snapshots taken before this epoch (e.g. when they are known to segment nothing).",
 )
 @click.option(
+    "--max-epoch",
+    default=None,
+    type=int,
+    help="Skip snapshots taken after this epoch.",
+)
+@click.option(
     "--whole-slice",
     is_flag=True,
     help="Faster whole-slice inference instead of nnU-Net's sliding window (lower quality; "
     "its segmentations are named <model>_ws).",
 )
 def predict_command(
-    work: Path, device: str, case_fraction: float, seed: int, min_epoch: int, whole_slice: bool
+    work: Path,
+    device: str,
+    case_fraction: float,
+    seed: int,
+    min_epoch: int,
+    max_epoch: int | None,
+    whole_slice: bool,
 ) -> None:
     """Segment every case with every kept checkpoint; record true scores (resumable)."""
     from monai_qc.io import label_map_from_dataset_json
@@ -175,7 +202,11 @@ def predict_command(
     collector = TrueScoreCollector(
         ws.dataset / "labelsTr", ending, [0, *labels.values()], ws.collected
     )
-    checkpoints = [c for c in list_checkpoints(ws) if c.epoch >= min_epoch]
+    checkpoints = [
+        c
+        for c in list_checkpoints(ws)
+        if c.epoch >= min_epoch and (max_epoch is None or c.epoch <= max_epoch)
+    ]
     todo = [c for c in checkpoints if not collector.is_complete(c.model_name(whole_slice))]
     click.echo(f"{len(checkpoints)} checkpoints, {len(todo)} to run")
     if not todo:
