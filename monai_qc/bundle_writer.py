@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import numpy as np
 import torch
 
 from monai_qc.report import atomic_write_text
+from monai_qc.training import TrainConfig
 
-__all__ = ["inference_config", "metadata", "write_bundle"]
+__all__ = ["inference_config", "metadata", "training_config", "write_bundle"]
 
 SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
@@ -59,6 +61,26 @@ def inference_config(
         "run": [
             "$check_folder(@predictor, pathlib.Path(@images_dir), "
             "pathlib.Path(@segs_dir), pathlib.Path(@output_dir))"
+        ],
+    }
+
+
+def training_config(settings: TrainConfig, n_classes: int) -> dict[str, Any]:
+    """``configs/train.json``: refit the bundle's network on a QC data set folder.
+
+    ``python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA
+    --output_dir RUN`` writes ``best.pt`` (copy it to ``models/model.pt``), ``last.pt``
+    (resumable) and ``history.json``.
+    """
+    return {
+        "imports": ["$import pathlib", "$from monai_qc.training import fit_slices"],
+        "bundle_root": ".",
+        "n_classes": n_classes,
+        "dataset_dir": "qc_data",
+        "output_dir": "qc_train",
+        "train_config": {"_target_": "monai_qc.training.TrainConfig", **asdict(settings)},
+        "run": [
+            "$fit_slices(pathlib.Path(@dataset_dir), pathlib.Path(@output_dir), @train_config)"
         ],
     }
 
@@ -147,6 +169,7 @@ def write_bundle(
     network_kwargs: Mapping[str, Any] | None = None,
     eval_metrics: Mapping[str, Any] | None = None,
     readme: str | None = None,
+    train_config: TrainConfig | None = None,
 ) -> Path:
     """Write a complete QC bundle folder; return it."""
     folder = Path(folder)
@@ -156,6 +179,11 @@ def write_bundle(
     meta = metadata(labels, n_classes, spatial_size, version, description, eval_metrics)
     atomic_write_text(folder / "configs" / "inference.json", json.dumps(config, indent=2))
     atomic_write_text(folder / "configs" / "metadata.json", json.dumps(meta, indent=2))
+    settings = train_config or TrainConfig(network_name, spatial_size=int(spatial_size[0]))
+    atomic_write_text(
+        folder / "configs" / "train.json",
+        json.dumps(training_config(settings, n_classes), indent=2),
+    )
     tmp = folder / "models" / "model.pt.tmp"
     torch.save(network.state_dict(), tmp)
     tmp.replace(folder / "models" / "model.pt")

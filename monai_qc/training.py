@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from monai_qc.networks import build_qc_network
 
-__all__ = ["QCSamples", "TrainConfig", "fit", "load_samples", "volume_inputs"]
+__all__ = ["QCSamples", "TrainConfig", "fit", "fit_slices", "load_samples", "volume_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +191,24 @@ def fit(
         logger.info("%s epoch %d: %s", config.network, epoch + 1, history[-1])
     network.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
     return network.eval()
+
+
+def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Module:
+    """Fit a 2D QC network on a QC data set folder (``train.npz`` / ``val.npz``).
+
+    This is what ``monai-qc train`` runs for 2D networks and what the bundles'
+    ``configs/train.json`` calls; outputs as :func:`fit` (``best.pt`` holds the weights that
+    go to a bundle's ``models/model.pt``).
+    """
+    data, out_dir = Path(data), Path(out_dir)
+    classes = json.loads((data / "manifest.json").read_text())["classes"]
+    train_set, val_set = load_samples(data / "train.npz"), load_samples(data / "val.npz")
+    return fit(
+        config,
+        train_set.inputs,
+        train_set.targets(torch.arange(len(train_set))),
+        val_set.inputs,
+        val_set.targets(torch.arange(len(val_set))),
+        len(classes),
+        out_dir,
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,10 @@ from click.testing import CliRunner
 from scipy import ndimage
 
 from monai_qc import QCPredictor
+from monai_qc.bundle_writer import write_bundle
 from monai_qc.cli import main
 from monai_qc.io import read_volume
+from monai_qc.networks import build_qc_network
 from monai_qc.phantom import PHANTOM_LABELS, make_phantom, write_nnunet_dataset
 from monai_qc.qc_collect import TrueScoreCollector
 from monai_qc.qc_dataset import build_qc_dataset
@@ -152,3 +156,34 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     report = predictor.predict(image, labels, (10.0, 1.5, 1.5), "p").to_dict()
     assert report["labels"] == PHANTOM_LABELS
     assert all(0 <= v <= 1 for s in report["slices"] for v in s["dsc"].values() if v is not None)
+
+
+def test_bundle_train_config_refits_the_network(qc_data: dict[str, Path], tmp_path: Path) -> None:
+    """``monai.bundle run`` of configs/train.json trains weights that the bundle loads."""
+    bundle = write_bundle(
+        tmp_path / "bundle",
+        build_qc_network("resnet2d", 4),
+        "resnet2d",
+        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
+        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
+        spatial_size=(32, 32),
+    )
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "monai.bundle", "run"),
+            *("--config_file", str(bundle / "configs" / "train.json")),
+            *("--dataset_dir", str(qc_data["data"]), "--output_dir", str(tmp_path / "fit")),
+            *("--train_config#epochs", "1", "--train_config#batch_size", "16"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    history = json.loads((tmp_path / "fit" / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["val_loss"])
+    (tmp_path / "fit" / "best.pt").replace(bundle / "models" / "model.pt")
+    predictor = QCPredictor.from_bundle(bundle)
+    image, labels = make_phantom(7, n_slices=6, size=(64, 64))
+    report = predictor.predict(image, labels, (10.0, 1.5, 1.5), "p").to_dict()
+    assert len(report["slices"]) == 6

@@ -67,7 +67,14 @@ def train(
     import torch
 
     from monai_qc.bundle_writer import write_bundle
-    from monai_qc.training import TrainConfig, fit, load_samples, record_targets, volume_inputs
+    from monai_qc.training import (
+        TrainConfig,
+        fit,
+        fit_slices,
+        load_samples,
+        record_targets,
+        volume_inputs,
+    )
 
     manifest = json.loads((data / "manifest.json").read_text())
     classes = manifest["classes"]
@@ -86,15 +93,7 @@ def train(
             augment and is_2d,
         )
         if is_2d:
-            network = fit(
-                config,
-                train_set.inputs,
-                train_set.targets(torch.arange(len(train_set))),
-                val_set.inputs,
-                val_set.targets(torch.arange(len(val_set))),
-                len(classes),
-                run_dir / name,
-            )
+            network = fit_slices(data, run_dir / name, config)
             trained_2d.append((name, network))
         else:
             targets = record_targets(data / "records.csv", classes)
@@ -119,6 +118,9 @@ def train(
             labels,
             thresholds,
             spatial_size=tuple(manifest["spatial_size"]),
+            train_config=TrainConfig(
+                name, epochs, batch_size, learning_rate, seed, manifest["spatial_size"][0], augment
+            ),
         )
         click.echo(f"bundle written: {bundle_out}")
 
