@@ -12,6 +12,7 @@ import monai
 import numpy as np
 import torch
 
+from monai_qc.evaluate_run import score_table
 from monai_qc.report import atomic_write_text
 from monai_qc.training import TrainConfig
 
@@ -226,25 +227,8 @@ def bundle_readme(name: str, manifest: dict[str, Any], evaluation: dict[str, Any
         f"## Quality on the held-out test patients ({evaluation['n_subjects']} volumes, "
         f"{evaluation['n_slices']} slices)",
         "",
-        "| network | level | metric | " + " | ".join(classes) + " |",
-        "|---" * (3 + len(classes)) + "|",
+        *score_table(evaluation),
     ]
-    for network, entry in evaluation["networks"].items():
-        for level in ("2d", "3d"):
-            if level not in entry:
-                continue
-            cells = entry[level]
-            tag = "3D (2D_R)" if level == "3d" and network.endswith("2d") else level.upper()
-            lines.append(
-                f"| {network} | {tag} | MAE | "
-                + " | ".join(f"{cells[c]['mae']:.3f}" for c in classes)
-                + " |"
-            )
-            lines.append(
-                f"| {network} | {tag} | Pearson r | "
-                + " | ".join(f"{cells[c]['pearson_r']:.3f}" for c in classes)
-                + " |"
-            )
     lines += [
         "",
         "## Limits",

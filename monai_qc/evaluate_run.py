@@ -197,37 +197,37 @@ def evaluate_run(
     return results
 
 
-def _markdown(results: dict[str, Any]) -> str:
+def score_table(results: dict[str, Any]) -> list[str]:
+    """Markdown rows: MAE ± sd, Pearson r and accuracy per network, level and class."""
     classes = results["classes"]
-    head = "| network | level | metric | " + " | ".join(classes) + " |"
-    lines = [
-        f"# QC evaluation ({results['n_slices']} test slices, {results['n_subjects']} test "
-        f"subjects, good/bad threshold {results['threshold']})",
-        "",
-        head,
+    rows = [
+        "| network | level | metric | " + " | ".join(classes) + " |",
         "|---" * (3 + len(classes)) + "|",
     ]
+    formats = {
+        "MAE ± sd": lambda cell: f"{cell['mae']:.3f} ± {cell['mae_sd']:.3f}",
+        "Pearson r": lambda cell: f"{cell['pearson_r']:.3f}",
+        "accuracy": lambda cell: f"{100 * cell['accuracy']:.1f} %",
+    }
     for name, entry in results["networks"].items():
         for level in ("2d", "3d"):
             if level not in entry:
                 continue
             label = "3D (2D_R)" if level == "3d" and name.endswith("2d") else level.upper()
-            cells = entry[level]
-            lines.append(
-                f"| {name} | {label} | MAE ± sd | "
-                + " | ".join(f"{cells[c]['mae']:.3f} ± {cells[c]['mae_sd']:.3f}" for c in classes)
-                + " |"
-            )
-            lines.append(
-                f"| {name} | {label} | Pearson r | "
-                + " | ".join(f"{cells[c]['pearson_r']:.3f}" for c in classes)
-                + " |"
-            )
-            lines.append(
-                f"| {name} | {label} | accuracy | "
-                + " | ".join(f"{100 * cells[c]['accuracy']:.1f} %" for c in classes)
-                + " |"
-            )
+            for metric, show in formats.items():
+                cells = " | ".join(show(entry[level][c]) for c in classes)
+                rows.append(f"| {name} | {label} | {metric} | {cells} |")
+    return rows
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    classes = results["classes"]
+    lines = [
+        f"# QC evaluation ({results['n_slices']} test slices, {results['n_subjects']} test "
+        f"subjects, good/bad threshold {results['threshold']})",
+        "",
+        *score_table(results),
+    ]
     for pair, values in results.get("wilcoxon_2dr_vs_3d", {}).items():
         lines += [
             "",
