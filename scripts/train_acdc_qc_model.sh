@@ -8,7 +8,7 @@ set -euo pipefail
 data=${1:?QC_DATA}; run=${2:?RUN_DIR}; work=${3:?WORK_DIR}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 /usr/bin/time -f "train: %e s" monai-qc -v train --data "$data" --run "$run" \
-    --networks resnet2d,resnet3d --epochs 20 --epochs-3d 10 \
+    --networks resnet2d,resnet3d --epochs 25 --epochs-3d 10 \
     --bundle-out "$repo/bundles/cmr_acdc_qc"
 /usr/bin/time -f "evaluate: %e s" monai-qc -v evaluate --data "$data" --run "$run" \
     --collected "$work/collected" --out "$repo/benchmarks/results/evaluation" \
