@@ -73,7 +73,7 @@ def summarize_qc_dataset(out_dir: Path, timings: dict[str, float] | None = None)
     before = manifest["bin_counts_before"]
     lines += ["", f"Before balancing ({manifest['balance_class']}): {before}"]
     if timings:
-        lines += ["", "| stage | wall time (s) |", "|---|---|"]
+        lines += ["", "| stage | wall time (s, summed over its calls) |", "|---|---|"]
         lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in timings.items()]
     lines += ["", "![true 3D DSC histogram](dsc_histogram.png)", ""]
     text = "\n".join(lines)

@@ -37,6 +37,7 @@ def test_shipped_bundle_files(bundle: Path) -> None:
     for name in (
         "configs/metadata.json",
         "configs/inference.json",
+        "configs/train.json",
         "models/model.pt",
         "docs/README.md",
         "LICENSE",

@@ -141,7 +141,7 @@ def train_command(
             f"({time.perf_counter() - t0:.0f} s)"
         )
     seconds = time.perf_counter() - started
-    (ws.logs / "train.seconds").write_text(f"{seconds:.1f}")
+    _add_stage_seconds(ws.logs, "train", seconds)
     click.echo(f"variants trained in {seconds:.0f} s")
 
 
@@ -227,7 +227,7 @@ def predict_command(
         whole_slice=whole_slice,
     )
     seconds = time.perf_counter() - started
-    (ws.logs / "predict.seconds").write_text(f"{seconds:.1f}")
+    _add_stage_seconds(ws.logs, "predict", seconds)
     click.echo(f"predicted in {seconds:.0f} s")
 
 
@@ -316,6 +316,13 @@ def build_dataset(
     timings["build-dataset"] = seconds
     summarize_qc_dataset(out, timings)
     click.echo(f"QC data set: 2D {manifest['samples_2d']}, 3D {manifest['samples_3d']} -> {out}")
+
+
+def _add_stage_seconds(logs: Path, stage: str, seconds: float) -> None:
+    """Add a call's wall time to its stage (a stage run in several calls sums them)."""
+    path = logs / f"{stage}.seconds"
+    previous = float(path.read_text()) if path.is_file() and path.read_text().strip() else 0.0
+    path.write_text(f"{previous + seconds:.1f}")
 
 
 def _stage_timings(logs: Path) -> dict[str, float]:
