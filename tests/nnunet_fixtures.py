@@ -11,11 +11,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 
-from monai_qc.phantom import PHANTOM_LABELS, PHANTOM_SPACING, make_phantom, write_nnunet_dataset
+from monai_qc.phantom import (
+    PHANTOM_LABELS,
+    make_phantom,
+    write_nnunet_dataset,
+    write_volume,
+)
 from nnunet_hooks.variants import (
     TRAINER_NAME,
     VariantSpec,
@@ -104,15 +107,6 @@ def tiny_nnunet_model(tmp_path_factory: pytest.TempPathFactory) -> TinyNnunetMod
     if not final.is_file():
         raise RuntimeError(f"training wrote no {final}; see {ws.logs / 'train.log'}")
     return model
-
-
-def write_volume(
-    array: np.ndarray, path: Path, spacing: tuple[float, ...] = PHANTOM_SPACING
-) -> None:
-    """Write an (S, H, W) array with spacing (sz, sy, sx)."""
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(tuple(reversed(spacing)))
-    sitk.WriteImage(image, str(path), useCompression=True)
 
 
 @pytest.fixture

@@ -9,19 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from monai_qc.phantom import make_phantom
+from monai_qc.phantom import make_phantom, write_volume
 
 CLI = [sys.executable, "-m", "monai_qc"]
-
-
-def _write(array: np.ndarray, path: Path, spacing=(1.5, 1.5, 10.0)) -> None:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    sitk.WriteImage(image, str(path))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,12 +28,12 @@ def phantom_folders(tmp_path: Path) -> tuple[Path, Path]:
     segs.mkdir()
     for i in range(2):
         image, labels = make_phantom(i, n_slices=6, size=(80, 80))
-        _write(image, images / f"ph_{i}_0000.nii.gz")
-        _write(labels, segs / f"ph_{i}.nii.gz")
+        write_volume(image, images / f"ph_{i}_0000.nii.gz")
+        write_volume(labels, segs / f"ph_{i}.nii.gz")
     image, labels = make_phantom(5, n_slices=6, size=(80, 80))
-    _write(image, images / "bad_0000.nrrd")
-    _write(labels[:, :70], segs / "bad.nrrd")  # shape mismatch
-    _write(image, images / "lonely_0000.mha")  # no segmentation
+    write_volume(image, images / "bad_0000.nrrd")
+    write_volume(labels[:, :70], segs / "bad.nrrd")  # shape mismatch
+    write_volume(image, images / "lonely_0000.mha")  # no segmentation
     return images, segs
 
 

@@ -17,10 +17,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 from click.testing import CliRunner
-from nnunet_fixtures import TinyNnunetModel, write_volume
+from nnunet_fixtures import TinyNnunetModel
 
 from monai_qc.cli import main as monai_qc
-from monai_qc.phantom import PHANTOM_SPACING, make_phantom
+from monai_qc.phantom import PHANTOM_SPACING, make_phantom, write_volume
 from nnunet_hooks.environment import external_trainer_folder
 from nnunet_hooks.hookspecs import SegmentedCase, hookimpl
 from nnunet_hooks.manager import get_plugin_manager
