@@ -20,7 +20,10 @@ import numpy as np
 import torch
 from monai.networks.utils import one_hot
 from monai.transforms import MapTransform, Resize, ScaleIntensityRangePercentiles, Transform
-from monai.transforms.utils import generate_spatial_bounding_box
+from monai.transforms.utils import (
+    generate_spatial_bounding_box,
+    get_largest_connected_component_mask,
+)
 from monai.utils import convert_to_numpy, convert_to_tensor
 from skimage.exposure import equalize_adapthist
 
@@ -98,12 +101,16 @@ def validate_subject(image: Any, seg: Any, n_classes: int) -> tuple[np.ndarray, 
     return img.astype(np.float32), lab
 
 
-def foreground_square_box(seg: Any, margin: float = 0.25, min_margin: int = 4) -> CropBox:
-    """Square box around the in-plane foreground union of all slices of ``seg`` (S, H, W).
+def foreground_square_box(
+    seg: Any, margin: float = 0.25, min_margin: int = 4, largest_component: bool = True
+) -> CropBox:
+    """Square box around the in-plane foreground of all slices of ``seg`` (S, H, W).
 
-    The bounding box of ``seg > 0`` over all slices is enlarged on each side by
-    ``max(min_margin, ceil(margin * longest_side))`` pixels and made square around its centre.
-    An empty segmentation gives the central square of side ``min(H, W)``.
+    The bounding box of ``seg > 0`` projected over all slices (with ``largest_component``, only
+    its largest connected part, so that stray false positives far from the heart do not widen
+    the crop) is enlarged on each side by ``max(min_margin, ceil(margin * longest_side))``
+    pixels and made square around its centre. An empty segmentation gives the central square
+    of side ``min(H, W)``.
     """
     if margin < 0 or min_margin < 0:
         raise ValueError(f"margin and min_margin must be >= 0, got {margin}, {min_margin}")
@@ -115,6 +122,8 @@ def foreground_square_box(seg: Any, margin: float = 0.25, min_margin: int = 4) -
         y0, x0 = (h - side) // 2, (w - side) // 2
         return CropBox(y0, x0, y0 + side, x0 + side)
     projection = np.any(lab > 0, axis=0, keepdims=True)  # (1, H, W) channel-first for MONAI
+    if largest_component:
+        projection = get_largest_connected_component_mask(projection, connectivity=2)
     start, end = generate_spatial_bounding_box(projection)
     longest = max(end[0] - start[0], end[1] - start[1])
     side = longest + 2 * max(min_margin, math.ceil(margin * longest))
@@ -140,18 +149,24 @@ class ForegroundSquareCrop:
     Args:
         margin: margin on each side as a fraction of the box's longest side.
         min_margin: minimum margin on each side, in pixels.
+        largest_component: box only the largest connected part of the projected foreground.
 
     The box used by the latest call is kept in ``last_box``.
     """
 
-    def __init__(self, margin: float = 0.25, min_margin: int = 4) -> None:
+    def __init__(
+        self, margin: float = 0.25, min_margin: int = 4, largest_component: bool = True
+    ) -> None:
         self.margin = margin
         self.min_margin = min_margin
+        self.largest_component = largest_component
         self.last_box: CropBox | None = None
 
     def __call__(self, image: Any, seg: Any) -> tuple[np.ndarray, np.ndarray]:
         img, lab = _pair(image, seg)
-        box = self.last_box = foreground_square_box(lab, self.margin, self.min_margin)
+        box = self.last_box = foreground_square_box(
+            lab, self.margin, self.min_margin, self.largest_component
+        )
         return crop_to_box(img, box, img.min()), crop_to_box(lab, box, 0)
 
 
@@ -254,6 +269,7 @@ class _SubjectInputs:
         margin: float = 0.25,
         min_margin: int = 4,
         clahe_clip_limit: float = 0.01,
+        largest_component: bool = True,
     ) -> None:
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2 (background included), got {n_classes}")
@@ -264,7 +280,7 @@ class _SubjectInputs:
             )
         self.n_classes = n_classes
         self.spatial_size = size
-        self.cropper = ForegroundSquareCrop(margin, min_margin)
+        self.cropper = ForegroundSquareCrop(margin, min_margin, largest_component)
         self.clahe = Clahe(clip_limit=clahe_clip_limit)
 
     @property
@@ -292,6 +308,7 @@ class QCSliceInputs(_SubjectInputs):
         margin: crop margin as a fraction of the foreground box's longest side.
         min_margin: minimum crop margin in pixels.
         clahe_clip_limit: CLAHE clip limit.
+        largest_component: crop around the largest connected part of the foreground only.
 
     The crop box of the latest call is ``last_box``.
     """

@@ -70,6 +70,16 @@ def test_box_contains_all_foreground_and_is_square() -> None:
     np.testing.assert_array_equal(np.bincount(cropped.ravel())[1:], np.bincount(seg.ravel())[1:])
 
 
+def test_stray_false_positives_do_not_widen_the_crop() -> None:
+    seg = np.zeros((3, 100, 100), dtype=np.int64)
+    seg[1, 40:60, 40:60] = 2
+    seg[2, 2:4, 90:93] = 1  # a stray blob far from the structure
+    box = foreground_square_box(seg, margin=0.25, min_margin=0)
+    assert (box.y0, box.x0, box.side) == (35, 35, 30)
+    union = foreground_square_box(seg, margin=0.25, min_margin=0, largest_component=False)
+    assert union.side > 2 * box.side
+
+
 def test_margin_rules() -> None:
     seg = np.zeros((2, 100, 100), dtype=np.int64)
     seg[0, 40:60, 30:50] = 1  # 20 x 20 box on slice 0 only
