@@ -7,7 +7,7 @@ of relative volume errors, KS p-values and 3D DSC, and a JSON with the same numb
 
 Usage:
     python benchmarks/midslice_correction.py --data QC_DATA --work RUN_DIR \
-        --dataset Dataset027_ACDC [--reference-model v00_e0040] [--bundle PATH] \
+        --dataset Dataset027_ACDC [--reference-model v00_e0200] [--bundle PATH] \
         [--threshold 0.3] [--classes background,MYO,LV] [--out FILE.md] [--seed 0]
 """
 

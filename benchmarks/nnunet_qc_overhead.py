@@ -5,7 +5,7 @@ QC plugin blocked (plain nnU-Net prediction through the same predictor) and once
 volume correction; the difference per case is the QC overhead.
 
 Usage: python benchmarks/nnunet_qc_overhead.py --model MODEL_FOLDER --fold 5 \
-    --checkpoint checkpoint_epoch0040.pth --images ../shared/data/Dataset027_ACDC/imagesTr \
+    --checkpoint checkpoint_epoch0200.pth --images ../shared/data/Dataset027_ACDC/imagesTr \
     [--cases 10] [--threads 2]
 Writes benchmarks/results/nnunet_qc_overhead.md.
 """
