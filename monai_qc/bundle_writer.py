@@ -221,8 +221,9 @@ def bundle_readme(name: str, manifest: dict[str, Any], evaluation: dict[str, Any
             f"{s} {manifest['samples_3d'][s]} volumes / {manifest['samples_2d'][s]} slices"
             for s in ("train", "val", "test")
         )
-        + f". Input: image crop around the segmentation, CLAHE, {manifest['spatial_size'][0]} x "
-        f"{manifest['spatial_size'][1]} pixels, with the one-hot segmentation.",
+        + ". Input: square image crop around the largest connected part of the segmentation, "
+        f"CLAHE, {manifest['spatial_size'][0]} x {manifest['spatial_size'][1]} pixels, with the "
+        "one-hot segmentation.",
         "",
         f"## Quality on the held-out test patients ({evaluation['n_subjects']} volumes, "
         f"{evaluation['n_slices']} slices)",
