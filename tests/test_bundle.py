@@ -112,32 +112,43 @@ def test_download_then_predict(served_zip: tuple[str, str], tmp_path: Path) -> N
     assert len(report["slices"]) == 8
 
 
-@pytest.mark.slow
-def test_qc_of_truth_and_damaged_acdc_case(bundle: Path, acdc: Path) -> None:
-    """Expert labels get a high predicted LV DSC; an eroded, partly blanked copy lower ones.
-
-    The shipped model rarely saw RV/MYO segmentations better than 0.85 (see its docs), so it
-    underrates near-perfect RV and MYO; the test asserts what it does reliably.
-    """
-    image_file = acdc / "imagesTr" / "acdc_003_ED_0000.nii.gz"
+def _truth_and_damaged(
+    acdc: Path, case: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Image, expert labels, a damaged copy (myocardium eroded, LV blanked on one slice)."""
+    image_file = acdc / "imagesTr" / f"{case}_0000.nii.gz"
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(image_file))).astype(np.float32)
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(acdc / "labelsTr" / "acdc_003_ED.nii.gz")))
-    predictor = QCPredictor.from_bundle(bundle)
-    good = predictor.predict(image, truth, (10.0, 1.5, 1.5), "truth")
-    assert good.to_dict()["volume"]["dsc"]["LV"] > 0.75
-
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(acdc / "labelsTr" / f"{case}.nii.gz")))
     damaged = truth.copy()
     myo = damaged == 2
     damaged[myo & ~ndimage.binary_erosion(myo, iterations=2)] = 0  # myocardium thinned
     filled = [i for i in range(len(truth)) if (truth[i] > 0).sum() > 500]
-    blank = filled[len(filled) // 2]
-    keep = filled[len(filled) // 2 - 1]
+    blank, keep = filled[len(filled) // 2], filled[len(filled) // 2 - 1]
     damaged[blank][damaged[blank] == 3] = 0  # LV missed on one slice
-    bad = predictor.predict(image, damaged, (10.0, 1.5, 1.5), "damaged")
-    lv, myo_col = 3, 2
-    assert bad.slice_dsc[blank, lv] < good.slice_dsc[blank, lv] - 0.3
-    assert bad.slice_dsc[blank, lv] < bad.slice_dsc[keep, lv]
-    assert bad.volume_dsc[myo_col] < good.volume_dsc[myo_col] - 0.05
+    return image, truth, damaged, blank, keep
+
+
+@pytest.mark.slow
+def test_qc_of_truth_and_damaged_acdc_cases(bundle: Path, acdc: Path) -> None:
+    """Expert labels get a high predicted LV DSC; an eroded, partly blanked copy lower ones.
+
+    A slice whose LV alone is missing while its myocardium is present is a pattern the
+    training segmentations rarely show, so the drop on that slice varies between cases
+    (0.24 to 0.64 on these three); the test asserts each case and the mean.
+    """
+    predictor = QCPredictor.from_bundle(bundle)
+    lv, myo = 3, 2
+    drops = []
+    for case in ("acdc_003_ED", "acdc_050_ES", "acdc_071_ED"):
+        image, truth, damaged, blank, keep = _truth_and_damaged(acdc, case)
+        good = predictor.predict(image, truth, (10.0, 1.5, 1.5), "truth")
+        bad = predictor.predict(image, damaged, (10.0, 1.5, 1.5), "damaged")
+        assert good.to_dict()["volume"]["dsc"]["LV"] > 0.85, case
+        assert bad.slice_dsc[blank, lv] < bad.slice_dsc[keep, lv], case
+        assert bad.volume_dsc[myo] < good.volume_dsc[myo] - 0.2, case
+        drops.append(good.slice_dsc[blank, lv] - bad.slice_dsc[blank, lv])
+    assert min(drops) > 0.15
+    assert float(np.mean(drops)) > 0.35
 
 
 def test_monai_bundle_run_checks_a_folder(bundle: Path, tmp_path: Path) -> None:
