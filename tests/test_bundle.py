@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from scipy import ndimage
 
 from monai_qc import QCPredictor
 from monai_qc.bundle import DEFAULT_BUNDLE, resolve_bundle
+from monai_qc.demo import damage
 
 SCHEMA = Path(__file__).resolve().parents[1] / "monai_qc" / "schemas" / "meta_schema_20240725.json"
 
@@ -119,9 +119,7 @@ def _truth_and_damaged(
     image_file = acdc / "imagesTr" / f"{case}_0000.nii.gz"
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(image_file))).astype(np.float32)
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(acdc / "labelsTr" / f"{case}.nii.gz")))
-    damaged = truth.copy()
-    myo = damaged == 2
-    damaged[myo & ~ndimage.binary_erosion(myo, iterations=2)] = 0  # myocardium thinned
+    damaged = damage(truth, "eroded", np.random.default_rng(0))  # myocardium thinned
     filled = [i for i in range(len(truth)) if (truth[i] > 0).sum() > 500]
     blank, keep = filled[len(filled) // 2], filled[len(filled) // 2 - 1]
     damaged[blank][damaged[blank] == 3] = 0  # LV missed on one slice
