@@ -6,7 +6,9 @@ Output folder:
 
 - ``train.npz``, ``val.npz``, ``test.npz``: one row per 2D sample (a slice of one
   segmentation): ``image`` (N, H, W) float16 after crop + CLAHE + resize, ``seg`` (N, H, W)
-  uint8 class indices, true ``dsc`` and ``mvsf`` (N, K) (both-empty classes: DSC 1, MVSF 0),
+  uint8 class indices, ``truth`` (N, H, W) the expert labels cropped and resized like ``seg``
+  (what synthetic damage during training scores against), true ``dsc`` and ``mvsf`` (N, K)
+  (both-empty classes: DSC 1, MVSF 0),
   ``seg_area`` and ``truth_area`` (N, K) pixel counts at the original resolution, ``record``
   (N,) and ``slice`` (N,).
 - ``records.csv``: one row per 3D segmentation (record): model, case, patient, pathology
@@ -31,7 +33,7 @@ from tqdm import tqdm
 from monai_qc.io import read_volume
 from monai_qc.report import atomic_write_text
 from monai_qc.sampling import DEFAULT_BINS, assign_bins, balance_by_bins, split_by_patient
-from monai_qc.transforms import QCSliceInputs
+from monai_qc.transforms import QCSliceInputs, crop_to_box, resize_slices
 
 __all__ = ["SPLITS", "Record", "build_qc_dataset", "load_records", "training_targets"]
 
@@ -159,6 +161,7 @@ def build_qc_dataset(
     lookup = np.zeros(max(class_values) + 1, dtype=np.uint8)
     lookup[class_values] = np.arange(len(class_values))
     images: dict[str, np.ndarray] = {}
+    truths: dict[str, np.ndarray] = {}
     archives: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     samples: dict[int, dict[str, list[np.ndarray]]] = {s: {} for s in range(3)}
@@ -172,13 +175,19 @@ def build_qc_dataset(
             images[record.case] = read_volume(dataset / "imagesTr" / f"{record.case}_0000{ending}")[
                 0
             ]
+        if record.case not in truths:
+            labels = read_volume(dataset / "labelsTr" / f"{record.case}{ending}")[0]
+            truths[record.case] = lookup[labels.astype(np.int64)]
         segmentation = lookup[archives[name][record.case]]
         image_t, seg_t = transform.prepare(images[record.case], segmentation)
+        truth = crop_to_box(truths[record.case], transform.last_box, 0).astype(np.float32)
+        truth_t = resize_slices(truth, spatial_size, labels=True)
         dsc, mvsf = training_targets(record)
         n = dsc.shape[0]
         for key, value in (
             ("image", image_t.numpy().astype(np.float16)),
             ("seg", seg_t.numpy().astype(np.uint8)),
+            ("truth", truth_t.numpy().astype(np.uint8)),
             ("dsc", dsc.astype(np.float32)),
             ("mvsf", mvsf.astype(np.float32)),
             ("seg_area", record.seg_area.astype(np.int32)),

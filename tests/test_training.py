@@ -149,7 +149,9 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     assert "resnet2d_vs_resnet3d" in results["wilcoxon_2dr_vs_3d"]
     assert set(results["baselines_spearman_3d"]) == {"variant_agreement", "negative_entropy"}
     assert (root / "eval" / "resnet2d_2d.png").is_file()
-    assert "Quality on the held-out test patients" in (root / "bundle/docs/README.md").read_text()
+    readme = (root / "bundle/docs/README.md").read_text()
+    assert "Quality on the held-out test patients" in readme
+    assert "Fitted for 2 epochs (batch 16" in readme and "MVSF terms weighted 0.1" in readme
 
     predictor = QCPredictor.from_bundle(root / "bundle")
     image, labels = make_phantom(99, n_slices=6, size=(64, 64))
@@ -187,3 +189,51 @@ def test_bundle_train_config_refits_the_network(qc_data: dict[str, Path], tmp_pa
     image, labels = make_phantom(7, n_slices=6, size=(64, 64))
     report = predictor.predict(image, labels, (10.0, 1.5, 1.5), "p").to_dict()
     assert len(report["slices"]) == 6
+
+
+def test_output_weights_scale_mvsf_terms_of_2d_networks_only() -> None:
+    """2D outputs (K DSCs, K MVSFs) weigh MVSF by mvsf_weight; 3D outputs (K DSCs) all 1."""
+    from monai_qc.training import TrainConfig, output_weights
+
+    config = TrainConfig("resnet2d", mvsf_weight=0.25)
+    assert output_weights(config, 8, 4).tolist() == [1, 1, 1, 1, 0.25, 0.25, 0.25, 0.25]
+    assert output_weights(config, 4, 4).tolist() == [1, 1, 1, 1]
+
+
+def test_data_set_stores_expert_labels_in_the_segmentation_crop(qc_data: dict[str, Path]) -> None:
+    """Where the segmentation is the expert's (model m0), the stored truth crop equals it."""
+    import csv
+
+    with open(qc_data["data"] / "records.csv") as f:
+        exact = {int(r["record"]) for r in csv.DictReader(f) if r["model"] == "m0"}
+    with np.load(qc_data["data"] / "train.npz") as train:
+        rows = np.isin(train["record"], list(exact))
+        assert rows.any() and not rows.all()
+        assert np.array_equal(train["truth"][rows], train["seg"][rows])
+        assert not np.array_equal(train["truth"][~rows], train["seg"][~rows])
+        assert np.allclose(train["dsc"][rows], 1.0)
+
+
+def test_fit_slices_with_synthetic_damage(qc_data: dict[str, Path], tmp_path: Path) -> None:
+    """Training with damaged batches runs, and damaged targets are scored against the truth."""
+    import torch
+
+    from monai_qc.slice_damage import slice_scores
+    from monai_qc.training import TrainConfig, fit_slices, load_samples
+
+    train = load_samples(qc_data["data"] / "train.npz")
+    index = torch.arange(min(32, len(train)))
+    x, y = train.damaged_batch(index, 1.0, torch.Generator().manual_seed(0))
+    seg = x[:, 1:].argmax(1)
+    dsc, mvsf = slice_scores(seg, train.truth[index], train.n_classes)
+    eligible = train.damage_eligible()[index]
+    assert eligible.any()
+    assert torch.allclose(y[eligible], torch.cat([dsc, mvsf], 1)[eligible])
+    assert torch.equal(y[~eligible], train.targets(index)[~eligible])
+    assert torch.equal(seg[~eligible], train.seg[index][~eligible].long())
+    assert not torch.equal(seg[eligible], train.seg[index][eligible].long())
+
+    config = TrainConfig("resnet2d", 1, 16, spatial_size=32, damage_probability=0.5)
+    fit_slices(qc_data["data"], tmp_path / "fit", config)
+    history = json.loads((tmp_path / "fit" / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["val_loss"])

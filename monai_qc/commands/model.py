@@ -39,6 +39,19 @@ _run_option = click.option(
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
+    "--mvsf-weight",
+    default=0.1,
+    show_default=True,
+    help="Loss weight of the MVSF outputs of 2D networks (DSC outputs weigh 1).",
+)
+@click.option(
+    "--damage-probability",
+    default=0.0,
+    show_default=True,
+    help="Share of 2D training slices replaced by synthetically damaged (or expert) labels, "
+    "scored against the expert labels the data set stores.",
+)
+@click.option(
     "--augment/--no-augment",
     default=True,
     show_default=True,
@@ -59,6 +72,8 @@ def train(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    mvsf_weight: float,
+    damage_probability: float,
     augment: bool,
     bundle_out: Path | None,
 ) -> None:
@@ -91,6 +106,8 @@ def train(
             seed,
             manifest["spatial_size"][0],
             augment and is_2d,
+            mvsf_weight,
+            damage_probability if is_2d else 0.0,
         )
         if is_2d:
             network = fit_slices(data, run_dir / name, config)
@@ -119,7 +136,15 @@ def train(
             thresholds,
             spatial_size=tuple(manifest["spatial_size"]),
             train_config=TrainConfig(
-                name, epochs, batch_size, learning_rate, seed, manifest["spatial_size"][0], augment
+                name,
+                epochs,
+                batch_size,
+                learning_rate,
+                seed,
+                manifest["spatial_size"][0],
+                augment,
+                mvsf_weight,
+                damage_probability,
             ),
         )
         click.echo(f"bundle written: {bundle_out}")
@@ -164,6 +189,10 @@ def evaluate(
     results = evaluate_run(data, run_dir, out, threshold, collected)
     if bundle_dir is not None:
         manifest = json.loads((data / "manifest.json").read_text())
-        text = bundle_readme(bundle_dir.name, manifest, results)
+        train_json = bundle_dir / "configs" / "train.json"
+        settings = (
+            json.loads(train_json.read_text()).get("train_config") if train_json.is_file() else None
+        )
+        text = bundle_readme(bundle_dir.name, manifest, results, settings)
         atomic_write_text(bundle_dir / "docs" / "README.md", text)
     click.echo((out / "evaluation.md").read_text())
