@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from monai_qc import QCPredictor
 from monai_qc.bundle import DEFAULT_BUNDLE, resolve_bundle
 from monai_qc.demo import damage
+from monai_qc.metrics import volume_scores
 
 SCHEMA = Path(__file__).resolve().parents[1] / "monai_qc" / "schemas" / "meta_schema_20240725.json"
 
@@ -128,11 +129,10 @@ def _truth_and_damaged(
 
 @pytest.mark.slow
 def test_qc_of_truth_and_damaged_acdc_cases(bundle: Path, acdc: Path) -> None:
-    """Expert labels get a high predicted LV DSC; an eroded, partly blanked copy lower ones.
+    """Expert labels get a high predicted DSC; an eroded, partly blanked copy lower ones.
 
-    A slice whose LV alone is missing while its myocardium is present is a pattern the
-    training segmentations rarely show, so the drop on that slice varies between cases
-    (0.24 to 0.64 on these three); the test asserts each case and the mean.
+    Per case: the predicted MYO volume DSC of the eroded copy is within 0.1 of its true DSC,
+    and the slice whose LV alone was removed drops clearly below its expert-label rating.
     """
     predictor = QCPredictor.from_bundle(bundle)
     lv, myo = 3, 2
@@ -141,12 +141,14 @@ def test_qc_of_truth_and_damaged_acdc_cases(bundle: Path, acdc: Path) -> None:
         image, truth, damaged, blank, keep = _truth_and_damaged(acdc, case)
         good = predictor.predict(image, truth, (10.0, 1.5, 1.5), "truth")
         bad = predictor.predict(image, damaged, (10.0, 1.5, 1.5), "damaged")
+        true_myo = volume_scores(truth, damaged, [0, 1, 2, 3]).dsc[myo]
         assert good.to_dict()["volume"]["dsc"]["LV"] > 0.85, case
+        assert good.volume_dsc[myo] > 0.75, case
+        assert abs(bad.volume_dsc[myo] - true_myo) < 0.1, case
         assert bad.slice_dsc[blank, lv] < bad.slice_dsc[keep, lv], case
-        assert bad.volume_dsc[myo] < good.volume_dsc[myo] - 0.2, case
         drops.append(good.slice_dsc[blank, lv] - bad.slice_dsc[blank, lv])
-    assert min(drops) > 0.15
-    assert float(np.mean(drops)) > 0.35
+    assert min(drops) > 0.3
+    assert float(np.mean(drops)) > 0.5
 
 
 def test_monai_bundle_run_checks_a_folder(bundle: Path, tmp_path: Path) -> None:
