@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -199,6 +200,25 @@ def write_bundle(
     return folder
 
 
+def evaluation_metrics(evaluation: Mapping[str, Any], network: str) -> dict[str, Any]:
+    """``eval_metrics`` of ``metadata.json``: test-split scores of ``network`` per class."""
+    scores = evaluation["networks"][network]
+    out: dict[str, Any] = {"threshold": evaluation["threshold"]}
+    for level, key in (("2d", "slice"), ("3d", "volume_2d_r")):
+        for metric in ("mae", "pearson_r", "accuracy"):
+            out[f"{key}_{metric}"] = {
+                cls: _rounded(cell.get(metric)) for cls, cell in scores[level].items()
+            }
+    return out
+
+
+def _rounded(value: Any) -> float | None:
+    """A metric rounded to 4 decimals; None where it is missing or not finite."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(float(value), 4)
+
+
 def training_summary(settings: Mapping[str, Any]) -> str:
     """One paragraph on how the network was fitted, from ``configs/train.json``'s settings."""
     text = (
@@ -267,10 +287,9 @@ def bundle_readme(
         "- The segmentations it learnt from come from CPU-budget nnU-Net variants, most of the",
         "  usable ones from the snapshots of one reference run; very good myocardium",
         "  segmentations (3D DSC > 0.9) were rare in its training data.",
-        "- A structure missed entirely on a slice is invisible to the 3D reconstruction; the",
-        "  slice's predicted DSC shows it, but less reliably when only that structure is",
-        "  missing and the others are present, a pattern rare in the training segmentations:",
-        "  the predicted DSC of such a slice falls, but by an amount that varies between cases.",
+        "- A structure missed entirely on a slice is invisible to the 3D reconstruction (its",
+        "  reconstructed area there is 0 whatever the network predicts); only that slice's",
+        "  predicted DSC shows it.",
         "",
     ]
     return "\n".join(lines)

@@ -97,6 +97,20 @@ def _scatter(
     plt.close(fig)
 
 
+def _training_record(folder: Path) -> dict[str, Any]:
+    """Epochs run, best (kept) epoch and median seconds per epoch from ``history.json``."""
+    history_file = folder / "history.json"
+    if not history_file.is_file():
+        return {}
+    history = json.loads(history_file.read_text())
+    best = min(history, key=lambda h: h["val_loss"])
+    return {
+        "epochs": len(history),
+        "best_epoch": best["epoch"],
+        "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
+    }
+
+
 def evaluate_run(
     data: Path, run: Path, out_dir: Path, threshold: float = 0.7, collected: Path | None = None
 ) -> dict[str, Any]:
@@ -127,7 +141,7 @@ def evaluate_run(
         network = _load(run, name, k)
         if network is None:
             continue
-        entry: dict[str, Any] = {}
+        entry: dict[str, Any] = {"training": _training_record(run / name)}
         if name.endswith("2d"):
             pred = predict_2d(network, test)
             pred_2d = np.where(present, pred[:, :k], np.nan)
@@ -227,6 +241,14 @@ def _markdown(results: dict[str, Any]) -> str:
         f"subjects, good/bad threshold {results['threshold']})",
         "",
         *score_table(results),
+        "",
+        "Training: "
+        + "; ".join(
+            f"{name} {t['epochs']} epochs (best {t['best_epoch']}, median "
+            f"{t['seconds_per_epoch']:.0f} s per epoch)"
+            for name, entry in results["networks"].items()
+            if (t := entry.get("training"))
+        ),
     ]
     for pair, values in results.get("wilcoxon_2dr_vs_3d", {}).items():
         lines += [

@@ -146,12 +146,17 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
             cell = results["networks"][name]["3d"][cls]
             assert 0.0 <= cell["mae"] <= 1.0 and 0.0 <= cell["accuracy"] <= 1.0
     assert set(results["networks"]["resnet2d"]) >= {"2d", "3d", "3d_by_group", "spearman_3d"}
+    assert results["networks"]["resnet2d"]["training"]["epochs"] == 2
+    assert "resnet2d 2 epochs (best" in (root / "eval" / "evaluation.md").read_text()
     assert "resnet2d_vs_resnet3d" in results["wilcoxon_2dr_vs_3d"]
     assert set(results["baselines_spearman_3d"]) == {"variant_agreement", "negative_entropy"}
     assert (root / "eval" / "resnet2d_2d.png").is_file()
     readme = (root / "bundle/docs/README.md").read_text()
     assert "Quality on the held-out test patients" in readme
     assert "Fitted for 2 epochs (batch 16" in readme and "MVSF terms weighted 0.1" in readme
+    meta = json.loads((root / "bundle/configs/metadata.json").read_text())["eval_metrics"]
+    mae = results["networks"]["resnet2d"]["3d"]["LV"]["mae"]
+    assert meta["volume_2d_r_mae"]["LV"] == pytest.approx(mae, abs=1e-4)
 
     predictor = QCPredictor.from_bundle(root / "bundle")
     image, labels = make_phantom(99, n_slices=6, size=(64, 64))

@@ -182,7 +182,7 @@ def evaluate(
     bundle_dir: Path | None,
 ) -> None:
     """Tables of MAE, Pearson r and accuracy on the test split, 2D_R vs 3D-direct, baselines."""
-    from monai_qc.bundle_writer import bundle_readme
+    from monai_qc.bundle_writer import bundle_readme, evaluation_metrics
     from monai_qc.evaluate_run import evaluate_run
     from monai_qc.report import atomic_write_text
 
@@ -195,4 +195,10 @@ def evaluate(
         )
         text = bundle_readme(bundle_dir.name, manifest, results, settings)
         atomic_write_text(bundle_dir / "docs" / "README.md", text)
+        meta_file = bundle_dir / "configs" / "metadata.json"
+        meta = json.loads(meta_file.read_text())
+        name = settings["network"] if settings else next(iter(results["networks"]))
+        if name in results["networks"]:
+            meta["eval_metrics"] = evaluation_metrics(results, name)
+            atomic_write_text(meta_file, json.dumps(meta, indent=2))
     click.echo((out / "evaluation.md").read_text())
