@@ -238,6 +238,16 @@ def training_summary(settings: Mapping[str, Any]) -> str:
     return text + "."
 
 
+def _bundled_only(
+    evaluation: Mapping[str, Any], settings: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The evaluation restricted to the bundled network (all networks if it is unknown)."""
+    name = settings.get("network") if settings else None
+    if name not in evaluation["networks"]:
+        return dict(evaluation)
+    return {**evaluation, "networks": {name: evaluation["networks"][name]}}
+
+
 def bundle_readme(
     name: str,
     manifest: dict[str, Any],
@@ -276,7 +286,7 @@ def bundle_readme(
         f"## Quality on the held-out test patients ({evaluation['n_subjects']} volumes, "
         f"{evaluation['n_slices']} slices)",
         "",
-        *score_table(evaluation),
+        *score_table(_bundled_only(evaluation, settings)),
     ]
     lines += [
         "",

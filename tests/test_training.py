@@ -154,6 +154,7 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     readme = (root / "bundle/docs/README.md").read_text()
     assert "Quality on the held-out test patients" in readme
     assert "Fitted for 2 epochs (batch 16" in readme and "MVSF terms weighted 0.1" in readme
+    assert "| resnet2d | 3D (2D_R) |" in readme and "| resnet3d |" not in readme
     meta = json.loads((root / "bundle/configs/metadata.json").read_text())["eval_metrics"]
     mae = results["networks"]["resnet2d"]["3d"]["LV"]["mae"]
     assert meta["volume_2d_r_mae"]["LV"] == pytest.approx(mae, abs=1e-4)
