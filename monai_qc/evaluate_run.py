@@ -244,8 +244,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "",
         "Training: "
         + "; ".join(
-            f"{name} {t['epochs']} epochs (best {t['best_epoch']}, median "
-            f"{t['seconds_per_epoch']:.0f} s per epoch)"
+            f"{name} {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} "
+            f"(best {t['best_epoch']}, median {t['seconds_per_epoch']:.0f} s per epoch)"
             for name, entry in results["networks"].items()
             if (t := entry.get("training"))
         ),
