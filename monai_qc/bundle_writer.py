@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from monai_qc.evaluate_run import score_table
-from monai_qc.report import atomic_write_text
+from monai_qc.report import atomic_write_text, jsonable
 from monai_qc.training import TrainConfig
 
 __all__ = ["inference_config", "metadata", "training_config", "write_bundle"]
@@ -207,16 +206,9 @@ def evaluation_metrics(evaluation: Mapping[str, Any], network: str) -> dict[str,
     for level, key in (("2d", "slice"), ("3d", "volume_2d_r")):
         for metric in ("mae", "pearson_r", "accuracy"):
             out[f"{key}_{metric}"] = {
-                cls: _rounded(cell.get(metric)) for cls, cell in scores[level].items()
+                cls: round(float(cell[metric]), 4) for cls, cell in scores[level].items()
             }
-    return out
-
-
-def _rounded(value: Any) -> float | None:
-    """A metric rounded to 4 decimals; None where it is missing or not finite."""
-    if value is None or not math.isfinite(float(value)):
-        return None
-    return round(float(value), 4)
+    return jsonable(out)  # not finite -> None
 
 
 def training_summary(settings: Mapping[str, Any]) -> str:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from monai_qc import metrics
+
 __all__ = ["DAMAGE_KINDS", "damage_batch", "damage_slice", "slice_scores"]
 
 DAMAGE_KINDS = ("expert", "drop", "erode", "dilate", "shift")
@@ -31,15 +33,12 @@ def slice_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DSC and MVSF (B, K) of class-index maps (B, H, W) against ``truth`` (both empty: 1, 0).
 
-    MVSF = 2 (|truth| - |seg|) / (|truth| + |seg|), as in :mod:`monai_qc.metrics`.
+    :func:`monai_qc.metrics.slice_scores` with the QC training-target conventions, as tensors.
     """
-    s = F.one_hot(seg.long(), n_classes).flatten(1, 2).float()
-    t = F.one_hot(truth.long(), n_classes).flatten(1, 2).float()
-    seg_area, truth_area = s.sum(1), t.sum(1)
-    total = seg_area + truth_area
-    dsc = torch.where(total > 0, 2 * (s * t).sum(1) / total.clamp(min=1), 1.0)
-    mvsf = torch.where(total > 0, 2 * (truth_area - seg_area) / total.clamp(min=1), 0.0)
-    return dsc, mvsf
+    scores = metrics.slice_scores(
+        truth.numpy(), seg.numpy(), range(n_classes), empty_value=1.0, empty_mvsf=0.0
+    )
+    return torch.from_numpy(scores.dsc).float(), torch.from_numpy(scores.mvsf).float()
 
 
 def _morph(mask: torch.Tensor, radius: int, grow: bool) -> torch.Tensor:

@@ -79,15 +79,13 @@ class QCSamples:
 
         Damaged samples are scored against ``truth`` (see :mod:`monai_qc.slice_damage`).
         """
-        if self.truth is None:
-            raise ValueError("synthetic damage needs the expert labels ('truth') in the data set")
-        eligible = self.damage_eligible()[index]
-        seg, damaged = damage_batch(
-            self.seg[index], self.truth[index], probability, generator, eligible
-        )
+        eligible = self.damage_eligible()[index]  # raises without expert labels
+        assert self.truth is not None
+        truth = self.truth[index]
+        seg, damaged = damage_batch(self.seg[index], truth, probability, generator, eligible)
         targets = self.targets(index)
         if damaged.any():
-            dsc, mvsf = slice_scores(seg[damaged], self.truth[index][damaged], self.n_classes)
+            dsc, mvsf = slice_scores(seg[damaged], truth[damaged], self.n_classes)
             targets[damaged] = torch.cat([dsc, mvsf], dim=1)
         return self._inputs(self.image[index], seg), targets
 

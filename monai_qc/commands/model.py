@@ -111,7 +111,7 @@ def train(
         )
         if is_2d:
             network = fit_slices(data, run_dir / name, config)
-            trained_2d.append((name, network))
+            trained_2d.append((name, network, config))
         else:
             targets = record_targets(data / "records.csv", classes)
             tx, tr = volume_inputs(train_set)
@@ -125,7 +125,7 @@ def train(
             f"{name}: best epoch {best['epoch']}, validation DSC MAE {best['val_dsc_mae']:.4f}"
         )
     if bundle_out is not None and trained_2d:
-        name, network = trained_2d[0]
+        name, network, config = trained_2d[0]
         labels = dict(zip(classes[1:], manifest["class_values"][1:], strict=True))
         thresholds = {"min_dsc": 0.7, "min_slice_dsc": 0.3}
         write_bundle(
@@ -135,17 +135,7 @@ def train(
             labels,
             thresholds,
             spatial_size=tuple(manifest["spatial_size"]),
-            train_config=TrainConfig(
-                name,
-                epochs,
-                batch_size,
-                learning_rate,
-                seed,
-                manifest["spatial_size"][0],
-                augment,
-                mvsf_weight,
-                damage_probability,
-            ),
+            train_config=config,
         )
         click.echo(f"bundle written: {bundle_out}")
 
