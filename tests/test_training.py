@@ -104,6 +104,10 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     history = json.loads((root / "run" / "resnet2d" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(np.isfinite(h["val_loss"]) for h in history)
+    kept = min(history, key=lambda h: h["val_dsc_mae"])  # the default criterion
+    assert f"resnet2d: best epoch {kept['epoch']}," in run.output
+    inference = json.loads((root / "bundle" / "configs" / "inference.json").read_text())
+    assert inference["network_def"]["test_time_views"] == 4
 
     # resuming a finished run trains nothing more and keeps the history
     again = runner.invoke(
@@ -154,6 +158,8 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     readme = (root / "bundle/docs/README.md").read_text()
     assert "Quality on the held-out test patients" in readme
     assert "Fitted for 2 epochs (batch 16" in readme and "MVSF terms weighted 0.1" in readme
+    assert "the epoch with the lowest validation DSC MAE kept" in readme
+    assert results["test_time_views"] == 4
     assert "| resnet2d | 3D (2D_R) |" in readme and "| resnet3d |" not in readme
     meta = json.loads((root / "bundle/configs/metadata.json").read_text())["eval_metrics"]
     mae = results["networks"]["resnet2d"]["3d"]["LV"]["mae"]
@@ -204,6 +210,32 @@ def test_output_weights_scale_mvsf_terms_of_2d_networks_only() -> None:
     config = TrainConfig("resnet2d", mvsf_weight=0.25)
     assert output_weights(config, 8, 4).tolist() == [1, 1, 1, 1, 0.25, 0.25, 0.25, 0.25]
     assert output_weights(config, 4, 4).tolist() == [1, 1, 1, 1]
+
+
+def test_train_config_rejects_unknown_selection_criterion() -> None:
+    from monai_qc.training import TrainConfig
+
+    with pytest.raises(ValueError, match="val_dsc_mae, val_loss"):
+        TrainConfig("resnet2d", select_by="val_accuracy")
+
+
+def test_augmentation_keeps_one_hot_labels_and_image_range() -> None:
+    """Augmented label channels stay one-hot; a zoom/turn moves area, not the class mix much."""
+    import torch
+
+    from monai_qc.training import _augment
+
+    image, labels = make_phantom(3, n_slices=8, size=(64, 64))
+    seg = torch.as_tensor(labels.astype(np.int64))
+    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
+    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
+    y = _augment(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    assert set(torch.unique(y[:, 1:]).tolist()) == {0.0, 1.0}
+    assert torch.equal(y[:, 1:].sum(1), torch.ones(8, 64, 64))
+    foreground_mix = [t[:, 2:].sum((0, 2, 3)) / t[:, 2:].sum() for t in (x, y)]
+    assert torch.allclose(*foreground_mix, atol=0.05)
+    assert float(y[:, 0].min()) > -0.3 and float(y[:, 0].max()) < 1.3
 
 
 def test_data_set_stores_expert_labels_in_the_segmentation_crop(qc_data: dict[str, Path]) -> None:

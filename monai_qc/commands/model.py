@@ -23,6 +23,14 @@ _run_option = click.option(
     help="Folder of the training run (one sub-folder per network; resumable).",
 )
 
+_views_option = click.option(
+    "--test-time-views",
+    type=click.Choice(["1", "2", "4", "8"]),
+    default="4",
+    show_default=True,
+    help="Average each 2D prediction over this many mirrored / turned copies of the slice.",
+)
+
 
 @click.command()
 @_data_option
@@ -55,8 +63,16 @@ _run_option = click.option(
     "--augment/--no-augment",
     default=True,
     show_default=True,
-    help="Flips, quarter turns and gamma on 2D inputs (scores unchanged).",
+    help="Flips, turns, small zooms, gamma and noise on 2D inputs.",
 )
+@click.option(
+    "--select-by",
+    type=click.Choice(["val_dsc_mae", "val_loss"]),  # training.SELECTION_CRITERIA
+    default="val_dsc_mae",
+    show_default=True,
+    help="Keep the epoch with the lowest validation DSC MAE or validation loss.",
+)
+@_views_option
 @click.option(
     "--bundle-out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -75,6 +91,8 @@ def train(
     mvsf_weight: float,
     damage_probability: float,
     augment: bool,
+    select_by: str,
+    test_time_views: str,
     bundle_out: Path | None,
 ) -> None:
     """Fit QC networks (MSE, Adam); keep the best validation epoch of each."""
@@ -108,6 +126,7 @@ def train(
             augment and is_2d,
             mvsf_weight,
             damage_probability if is_2d else 0.0,
+            select_by,
         )
         if is_2d:
             network = fit_slices(data, run_dir / name, config)
@@ -120,7 +139,7 @@ def train(
             vy = torch.tensor(np.stack([targets[int(r)] for r in vr]), dtype=torch.float32)
             fit(config, tx, ty, vx, vy, len(classes), run_dir / name)
         history = json.loads((run_dir / name / "history.json").read_text())
-        best = min(history, key=lambda h: h["val_loss"])
+        best = min(history, key=lambda h: h[select_by])
         click.echo(
             f"{name}: best epoch {best['epoch']}, validation DSC MAE {best['val_dsc_mae']:.4f}"
         )
@@ -135,6 +154,7 @@ def train(
             labels,
             thresholds,
             spatial_size=tuple(manifest["spatial_size"]),
+            network_kwargs={"test_time_views": int(test_time_views)},
             train_config=config,
         )
         click.echo(f"bundle written: {bundle_out}")
@@ -163,6 +183,7 @@ def train(
     default=None,
     help="Also write this bundle's docs/README.md with the results.",
 )
+@_views_option
 def evaluate(
     data: Path,
     run_dir: Path,
@@ -170,13 +191,14 @@ def evaluate(
     threshold: float,
     collected: Path | None,
     bundle_dir: Path | None,
+    test_time_views: str,
 ) -> None:
     """Tables of MAE, Pearson r and accuracy on the test split, 2D_R vs 3D-direct, baselines."""
     from monai_qc.bundle_writer import bundle_readme, evaluation_metrics
     from monai_qc.evaluate_run import evaluate_run
     from monai_qc.report import atomic_write_text
 
-    results = evaluate_run(data, run_dir, out, threshold, collected)
+    results = evaluate_run(data, run_dir, out, threshold, collected, int(test_time_views))
     if bundle_dir is not None:
         manifest = json.loads((data / "manifest.json").read_text())
         train_json = bundle_dir / "configs" / "train.json"
