@@ -47,6 +47,20 @@ def main() -> None:
             median, best = _time(lambda net=net: net(x), args.repeats)
         rows.append((f"{name} forward, 10 slices", count_parameters(net), median, best))
     predictor = QCPredictor.from_bundle(args.bundle)
+    height, width = predictor.preprocessing.spatial_size
+    shipped = torch.rand(10, 5, height, width)
+    with torch.inference_mode():
+        median, best = _time(lambda: predictor.network(shipped), args.repeats)
+    views = getattr(predictor.network, "test_time_views", 1)
+    flip = f", averaged over {views} mirrored / turned copies" if views > 1 else ""
+    rows.append(
+        (
+            f"bundled network forward, 10 slices of {height} x {width}{flip}",
+            count_parameters(predictor.network),
+            median,
+            best,
+        )
+    )
     image, labels = make_phantom(0, n_slices=10, size=(256, 216))
     median, best = _time(lambda: predictor.predict(image, labels, PHANTOM_SPACING), args.repeats)
     rows.append(("QCPredictor.predict (crop, CLAHE, forward, 2D_R)", None, median, best))

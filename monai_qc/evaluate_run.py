@@ -23,11 +23,11 @@ __all__ = ["evaluate_run", "predict_2d", "variant_agreement"]
 logger = logging.getLogger(__name__)
 
 
-def _load(run: Path, name: str, n_classes: int) -> torch.nn.Module | None:
+def _load(run: Path, name: str, n_classes: int, views: int) -> torch.nn.Module | None:
     weights = run / name / "best.pt"
     if not weights.is_file():
         return None
-    network = build_qc_network(name, n_classes)
+    network = build_qc_network(name, n_classes, views if name.endswith("2d") else 1)
     network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return network.eval()
 
@@ -112,9 +112,18 @@ def _training_record(folder: Path) -> dict[str, Any]:
 
 
 def evaluate_run(
-    data: Path, run: Path, out_dir: Path, threshold: float = 0.7, collected: Path | None = None
+    data: Path,
+    run: Path,
+    out_dir: Path,
+    threshold: float = 0.7,
+    collected: Path | None = None,
+    test_time_views: int = 1,
 ) -> dict[str, Any]:
-    """Evaluate the networks in ``run`` on the test split of ``data``; write the tables."""
+    """Evaluate the networks in ``run`` on the test split of ``data``; write the tables.
+
+    ``test_time_views``: 2D networks average each slice's prediction over that many mirrored /
+    turned copies (:func:`monai_qc.networks.symmetric_views`), as a bundle can.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((data / "manifest.json").read_text())
     classes: list[str] = manifest["classes"]
@@ -132,13 +141,14 @@ def evaluate_run(
     results: dict[str, Any] = {
         "classes": classes[1:],
         "threshold": threshold,
+        "test_time_views": test_time_views,
         "n_slices": len(test),
         "n_subjects": len(rows),
         "networks": {},
     }
     errors_3d: dict[str, np.ndarray] = {}
     for name in ("resnet2d", "unet2d", "resnet3d", "unet3d"):
-        network = _load(run, name, k)
+        network = _load(run, name, k, test_time_views)
         if network is None:
             continue
         entry: dict[str, Any] = {"training": _training_record(run / name)}
@@ -248,6 +258,12 @@ def _markdown(results: dict[str, Any]) -> str:
             f"(best {t['best_epoch']}, median {t['seconds_per_epoch']:.0f} s per epoch)"
             for name, entry in results["networks"].items()
             if (t := entry.get("training"))
+        )
+        + (
+            f". 2D networks: each slice's prediction averaged over {views} mirrored / turned "
+            "copies of it"
+            if (views := results.get("test_time_views", 1)) > 1
+            else ""
         ),
     ]
     for pair, values in results.get("wilcoxon_2dr_vs_3d", {}).items():

@@ -31,12 +31,33 @@ __all__ = [
     "qc_resnet3d",
     "qc_unet2d",
     "qc_unet3d",
+    "symmetric_views",
 ]
 
 
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def symmetric_views(x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The first ``n`` (1, 2, 4 or 8) of a (B, C, H, W) batch's mirrored / quarter-turned copies.
+
+    Order: identity, left-right mirror, quarter turn, three-quarter turn, half turn, and the
+    mirror turned by a quarter, a half and three quarters.
+    """
+    if n not in (1, 2, 4, 8):
+        raise ValueError(f"test-time views must be 1, 2, 4 or 8, got {n}")
+    mirror = x.flip(-1)
+    views = [
+        x,
+        mirror,
+        torch.rot90(x, 1, (-2, -1)),
+        torch.rot90(x, 3, (-2, -1)),
+        torch.rot90(x, 2, (-2, -1)),
+        *(torch.rot90(mirror, q, (-2, -1)) for q in (1, 2, 3)),
+    ]
+    return views[:n]
 
 
 class QCNet(nn.Module):
@@ -46,13 +67,23 @@ class QCNet(nn.Module):
         backbone: module mapping the input to (B, 2K) raw values (``predict_mvsf``) or (B, K).
         n_classes: K, number of classes including background.
         predict_mvsf: True for the 2D networks (DSC and MVSF), False for 3D-direct (DSC only).
+        test_time_views: in eval mode, average the outputs over this many mirrored / turned
+            copies of a 2D input (1, 2, 4 or 8; see :func:`symmetric_views`): a mirrored or
+            turned slice has the same true scores.
     """
 
-    def __init__(self, backbone: nn.Module, n_classes: int, predict_mvsf: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        n_classes: int,
+        predict_mvsf: bool = True,
+        test_time_views: int = 1,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.n_classes = n_classes
         self.predict_mvsf = predict_mvsf
+        self.test_time_views = test_time_views
 
     @property
     def n_outputs(self) -> int:
@@ -60,6 +91,12 @@ class QCNet(nn.Module):
         return 2 * self.n_classes if self.predict_mvsf else self.n_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.test_time_views > 1 and not self.training:
+            views = symmetric_views(x, self.test_time_views)
+            return self._bounded(torch.cat(views)).unflatten(0, (len(views), len(x))).mean(0)
+        return self._bounded(x)
+
+    def _bounded(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.backbone(x)
         if raw.ndim != 2 or raw.shape[1] != self.n_outputs:
             raise ValueError(
@@ -230,8 +267,11 @@ QC_NETWORKS: dict[str, Callable[..., QCNet]] = {
 }
 
 
-def build_qc_network(name: str, n_classes: int, **kwargs: Any) -> QCNet:
+def build_qc_network(name: str, n_classes: int, test_time_views: int = 1, **kwargs: Any) -> QCNet:
     """Build the QC network registered as ``name`` (see ``QC_NETWORKS``).
+
+    ``test_time_views`` > 1 averages 2D predictions over mirrored / turned copies of the input
+    (:class:`QCNet`); the weights are the same either way.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the known names).
@@ -241,4 +281,10 @@ def build_qc_network(name: str, n_classes: int, **kwargs: Any) -> QCNet:
     except KeyError:
         known = ", ".join(sorted(QC_NETWORKS))
         raise ValueError(f"unknown QC network {name!r}; known names: {known}") from None
-    return factory(n_classes, **kwargs)
+    network = factory(n_classes, **kwargs)
+    if test_time_views > 1:
+        symmetric_views(torch.zeros(1, 1, 1, 1), test_time_views)  # checks the number
+        if not network.predict_mvsf:
+            raise ValueError("test-time views are for 2D QC networks")
+    network.test_time_views = test_time_views
+    return network

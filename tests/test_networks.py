@@ -11,6 +11,7 @@ from monai_qc.networks import (
     build_qc_network,
     count_parameters,
     qc_resnet2d,
+    symmetric_views,
 )
 
 K = 5  # the paper's classes: BG, LVM, LVC, LVT, LVPM
@@ -94,3 +95,26 @@ def test_bad_settings_raise() -> None:
     net = QCNet(torch.nn.Linear(3, 3), n_classes=2, predict_mvsf=True)
     with pytest.raises(ValueError, match="backbone output"):
         net(torch.rand(1, 3))
+
+
+def test_test_time_views_average_mirrored_and_turned_copies_in_eval_mode_only() -> None:
+    torch.manual_seed(3)
+    plain = build_qc_network("resnet2d", K).eval()
+    x = torch.rand(3, 1 + K, 64, 64)
+    quarter, three_quarters = torch.rot90(x, 1, (-2, -1)), torch.rot90(x, 3, (-2, -1))
+    with torch.no_grad():
+        copies = [plain(v) for v in (x, x.flip(-1), quarter, three_quarters)]
+        for views in (2, 4):
+            averaged = build_qc_network("resnet2d", K, test_time_views=views).eval()
+            averaged.load_state_dict(plain.state_dict())  # same weights, nothing added
+            expected = torch.stack(copies[:views]).mean(0)
+            assert torch.allclose(averaged(x), expected, atol=1e-6)
+            assert not torch.allclose(plain(x), expected, atol=1e-4)
+    # training passes see the input as it is (batch statistics of x alone)
+    assert torch.allclose(averaged.train()(x), plain.train()(x), atol=1e-6)
+    eight = symmetric_views(torch.rand(1, 1, 5, 5), 8)  # the 8 symmetries of a square
+    assert len({tuple(v.flatten().tolist()) for v in eight}) == 8
+    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
+        build_qc_network("resnet2d", K, test_time_views=3)
+    with pytest.raises(ValueError, match="2D QC networks"):
+        build_qc_network("resnet3d", K, test_time_views=2)
