@@ -211,15 +211,19 @@ def evaluation_metrics(evaluation: Mapping[str, Any], network: str) -> dict[str,
     return jsonable(out)  # not finite -> None
 
 
+_CRITERIA = {"val_dsc_mae": "validation DSC MAE", "val_loss": "validation loss"}
+
+
 def training_summary(settings: Mapping[str, Any]) -> str:
     """One paragraph on how the network was fitted, from ``configs/train.json``'s settings."""
     text = (
         f"Fitted for {settings['epochs']} epochs (batch {settings['batch_size']}, Adam, learning "
-        f"rate {settings['learning_rate']}, cosine schedule, best validation epoch kept); MSE "
+        f"rate {settings['learning_rate']}, cosine schedule, the epoch with the lowest "
+        f"{_CRITERIA[settings.get('select_by', 'val_loss')]} kept); MSE "
         f"loss with the MVSF terms weighted {settings.get('mvsf_weight', 1.0)}"
     )
     if settings.get("augment"):
-        text += "; flips, quarter turns and gamma on the inputs"
+        text += "; flips, turns, small zooms, gamma and noise on the inputs"
     damage = float(settings.get("damage_probability", 0.0))
     if damage > 0:
         text += (
