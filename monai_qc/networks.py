@@ -40,14 +40,22 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+TEST_TIME_VIEWS = (1, 2, 4, 8)
+"""Numbers of mirrored / turned copies a 2D QC network can average over."""
+
+
+def _check_views(n: int) -> None:
+    if n not in TEST_TIME_VIEWS:
+        raise ValueError(f"test-time views must be 1, 2, 4 or 8, got {n}")
+
+
 def symmetric_views(x: torch.Tensor, n: int) -> list[torch.Tensor]:
     """The first ``n`` (1, 2, 4 or 8) of a (B, C, H, W) batch's mirrored / quarter-turned copies.
 
     Order: identity, left-right mirror, quarter turn, three-quarter turn, half turn, and the
     mirror turned by a quarter, a half and three quarters.
     """
-    if n not in (1, 2, 4, 8):
-        raise ValueError(f"test-time views must be 1, 2, 4 or 8, got {n}")
+    _check_views(n)
     mirror = x.flip(-1)
     views = [
         x,
@@ -282,9 +290,8 @@ def build_qc_network(name: str, n_classes: int, test_time_views: int = 1, **kwar
         known = ", ".join(sorted(QC_NETWORKS))
         raise ValueError(f"unknown QC network {name!r}; known names: {known}") from None
     network = factory(n_classes, **kwargs)
-    if test_time_views > 1:
-        symmetric_views(torch.zeros(1, 1, 1, 1), test_time_views)  # checks the number
-        if not network.predict_mvsf:
-            raise ValueError("test-time views are for 2D QC networks")
+    _check_views(test_time_views)
+    if test_time_views > 1 and not network.predict_mvsf:
+        raise ValueError("test-time views are for 2D QC networks")
     network.test_time_views = test_time_views
     return network

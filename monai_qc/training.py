@@ -277,8 +277,8 @@ def fit(
             {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
              "val_dsc_mae": val_mae, "seconds": time.perf_counter() - t0}
         )  # fmt: skip
-        if history[-1][config.select_by] < best:
-            best = history[-1][config.select_by]
+        if (score := history[-1][config.select_by]) < best:
+            best = score
             torch.save(network.state_dict(), out_dir / "best.pt")
         torch.save(
             {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
