@@ -98,15 +98,19 @@ def _scatter(
 
 
 def _training_record(folder: Path) -> dict[str, Any]:
-    """Epochs run, best (kept) epoch and median seconds per epoch from ``history.json``."""
-    history_file = folder / "history.json"
-    if not history_file.is_file():
+    """Epochs run, the kept epoch and its criterion, and median seconds per epoch.
+
+    Read from the ``history.json`` and ``best.json`` that :func:`monai_qc.training.fit` writes.
+    """
+    history_file, kept_file = folder / "history.json", folder / "best.json"
+    if not (history_file.is_file() and kept_file.is_file()):
         return {}
     history = json.loads(history_file.read_text())
-    best = min(history, key=lambda h: h["val_loss"])
+    kept = json.loads(kept_file.read_text())
     return {
         "epochs": len(history),
-        "best_epoch": best["epoch"],
+        "best_epoch": kept["epoch"],
+        "select_by": kept["select_by"],
         "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
     }
 
@@ -255,7 +259,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "Training: "
         + "; ".join(
             f"{name} {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} "
-            f"(best {t['best_epoch']}, median {t['seconds_per_epoch']:.0f} s per epoch)"
+            f"(kept {t['best_epoch']}, lowest {t['select_by']}; "
+            f"median {t['seconds_per_epoch']:.0f} s per epoch)"
             for name, entry in results["networks"].items()
             if (t := entry.get("training"))
         )

@@ -218,7 +218,8 @@ def fit(
     ``train_batch`` (index, generator) -> (inputs, targets), when given, makes the training
     batches instead of ``train_x`` / ``train_y`` (synthetic damage changes both).
 
-    Writes ``best.pt`` (state dict of the best validation epoch), ``last.pt`` (resumable
+    Writes ``best.pt`` (state dict of the best validation epoch by ``config.select_by``),
+    ``best.json`` (that epoch's history entry and the criterion), ``last.pt`` (resumable
     checkpoint) and ``history.json`` to ``out_dir``; returns the network with the best weights.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,6 +281,8 @@ def fit(
         if (score := history[-1][config.select_by]) < best:
             best = score
             torch.save(network.state_dict(), out_dir / "best.pt")
+            kept = {**history[-1], "select_by": config.select_by}
+            (out_dir / "best.json").write_text(json.dumps(kept, indent=1))
         torch.save(
             {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "generator": generator.get_state(),

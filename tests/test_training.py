@@ -105,7 +105,9 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(np.isfinite(h["val_loss"]) for h in history)
     kept = min(history, key=lambda h: h["val_dsc_mae"])  # the default criterion
-    assert f"resnet2d: best epoch {kept['epoch']}," in run.output
+    record = json.loads((root / "run" / "resnet2d" / "best.json").read_text())
+    assert record == {**kept, "select_by": "val_dsc_mae"}
+    assert f"resnet2d: kept epoch {kept['epoch']} (lowest val_dsc_mae)," in run.output
     inference = json.loads((root / "bundle" / "configs" / "inference.json").read_text())
     assert inference["network_def"]["test_time_views"] == 4
 
@@ -145,13 +147,24 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     )
     assert evaluation.exit_code == 0, evaluation.output
     results = json.loads((root / "eval" / "evaluation.json").read_text())
+    assert results["test_time_views"] == 4  # the bundle's own count
+    clash = runner.invoke(
+        main,
+        ["evaluate", "--data", str(data), "--run", str(root / "run"), "--out", str(root / "e2")]
+        + ["--bundle", str(root / "bundle"), "--test-time-views", "2"],
+    )
+    assert clash.exit_code == 2 and "differs from the 4 of" in clash.output
     for name in ("resnet2d", "resnet3d"):
         for cls in ("RV", "MYO", "LV"):
             cell = results["networks"][name]["3d"][cls]
             assert 0.0 <= cell["mae"] <= 1.0 and 0.0 <= cell["accuracy"] <= 1.0
     assert set(results["networks"]["resnet2d"]) >= {"2d", "3d", "3d_by_group", "spearman_3d"}
-    assert results["networks"]["resnet2d"]["training"]["epochs"] == 2
-    assert "resnet2d 2 epochs (best" in (root / "eval" / "evaluation.md").read_text()
+    training = results["networks"]["resnet2d"]["training"]
+    assert training["epochs"] == 2 and training["best_epoch"] == kept["epoch"]
+    assert (
+        f"resnet2d 2 epochs (kept {kept['epoch']}, lowest val_dsc_mae;"
+        in (root / "eval" / "evaluation.md").read_text()
+    )
     assert "resnet2d_vs_resnet3d" in results["wilcoxon_2dr_vs_3d"]
     assert set(results["baselines_spearman_3d"]) == {"variant_agreement", "negative_entropy"}
     assert (root / "eval" / "resnet2d_2d.png").is_file()

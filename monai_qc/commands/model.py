@@ -138,10 +138,10 @@ def train(
             ty = torch.tensor(np.stack([targets[int(r)] for r in tr]), dtype=torch.float32)
             vy = torch.tensor(np.stack([targets[int(r)] for r in vr]), dtype=torch.float32)
             fit(config, tx, ty, vx, vy, len(classes), run_dir / name)
-        history = json.loads((run_dir / name / "history.json").read_text())
-        best = min(history, key=lambda h: h[select_by])
+        kept = json.loads((run_dir / name / "best.json").read_text())
         click.echo(
-            f"{name}: best epoch {best['epoch']}, validation DSC MAE {best['val_dsc_mae']:.4f}"
+            f"{name}: kept epoch {kept['epoch']} (lowest {kept['select_by']}), "
+            f"validation DSC MAE {kept['val_dsc_mae']:.4f}"
         )
     if bundle_out is not None and trained_2d:
         name, network, config = trained_2d[0]
@@ -183,7 +183,12 @@ def train(
     default=None,
     help="Also write this bundle's docs/README.md with the results.",
 )
-@_views_option
+@click.option(
+    "--test-time-views",
+    type=click.Choice(["1", "2", "4", "8"]),
+    default=None,
+    help="As for train; by default the count in --bundle's network_def, else 4.",
+)
 def evaluate(
     data: Path,
     run_dir: Path,
@@ -191,14 +196,15 @@ def evaluate(
     threshold: float,
     collected: Path | None,
     bundle_dir: Path | None,
-    test_time_views: str,
+    test_time_views: str | None,
 ) -> None:
     """Tables of MAE, Pearson r and accuracy on the test split, 2D_R vs 3D-direct, baselines."""
     from monai_qc.bundle_writer import bundle_readme, evaluation_metrics
     from monai_qc.evaluate_run import evaluate_run
     from monai_qc.report import atomic_write_text
 
-    results = evaluate_run(data, run_dir, out, threshold, collected, int(test_time_views))
+    views = _bundle_views(bundle_dir, test_time_views)
+    results = evaluate_run(data, run_dir, out, threshold, collected, views)
     if bundle_dir is not None:
         manifest = json.loads((data / "manifest.json").read_text())
         train_json = bundle_dir / "configs" / "train.json"
@@ -214,3 +220,21 @@ def evaluate(
             meta["eval_metrics"] = evaluation_metrics(results, name)
             atomic_write_text(meta_file, json.dumps(meta, indent=2))
     click.echo((out / "evaluation.md").read_text())
+
+
+def _bundle_views(bundle_dir: Path | None, requested: str | None) -> int:
+    """The test-time view count to evaluate with: the bundle's own, unless one is requested.
+
+    A requested count that differs from the bundle's is refused, since the bundle's README
+    would then describe a network it does not ship.
+    """
+    if bundle_dir is None:
+        return int(requested or 4)
+    network_def = json.loads((bundle_dir / "configs" / "inference.json").read_text())["network_def"]
+    shipped = int(network_def.get("test_time_views", 1))
+    if requested is not None and int(requested) != shipped:
+        raise click.BadParameter(
+            f"{requested} differs from the {shipped} of {bundle_dir}/configs/inference.json",
+            param_hint="--test-time-views",
+        )
+    return shipped
