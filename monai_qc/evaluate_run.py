@@ -248,6 +248,24 @@ def score_table(results: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _training_sentence(results: dict[str, Any]) -> str:
+    """How each network was trained (where its run folder says) and the test-time views."""
+    trained = "; ".join(
+        f"{name} {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} "
+        f"(kept {t['best_epoch']}, lowest {t['select_by']}; "
+        f"median {t['seconds_per_epoch']:.0f} s per epoch)"
+        for name, entry in results["networks"].items()
+        if (t := entry.get("training"))
+    )
+    sentences = [f"Training: {trained}"] if trained else []
+    if (views := results.get("test_time_views", 1)) > 1:
+        sentences.append(
+            f"2D networks: each slice's prediction averaged over {views} mirrored / turned "
+            "copies of it"
+        )
+    return ". ".join(sentences)
+
+
 def _markdown(results: dict[str, Any]) -> str:
     classes = results["classes"]
     lines = [
@@ -256,20 +274,7 @@ def _markdown(results: dict[str, Any]) -> str:
         "",
         *score_table(results),
         "",
-        "Training: "
-        + "; ".join(
-            f"{name} {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} "
-            f"(kept {t['best_epoch']}, lowest {t['select_by']}; "
-            f"median {t['seconds_per_epoch']:.0f} s per epoch)"
-            for name, entry in results["networks"].items()
-            if (t := entry.get("training"))
-        )
-        + (
-            f". 2D networks: each slice's prediction averaged over {views} mirrored / turned "
-            "copies of it"
-            if (views := results.get("test_time_views", 1)) > 1
-            else ""
-        ),
+        _training_sentence(results),
     ]
     for pair, values in results.get("wilcoxon_2dr_vs_3d", {}).items():
         lines += [

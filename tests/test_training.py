@@ -288,3 +288,18 @@ def test_fit_slices_with_synthetic_damage(qc_data: dict[str, Path], tmp_path: Pa
     fit_slices(qc_data["data"], tmp_path / "fit", config)
     history = json.loads((tmp_path / "fit" / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["val_loss"])
+
+
+def test_training_sentence_leaves_out_networks_without_a_run_record() -> None:
+    from monai_qc.evaluate_run import _training_sentence
+
+    record = {"epochs": 3, "best_epoch": 2, "select_by": "val_dsc_mae", "seconds_per_epoch": 4.0}
+    bare = {"networks": {"resnet2d": {}}, "test_time_views": 1}
+    assert _training_sentence(bare) == ""
+    assert _training_sentence({**bare, "test_time_views": 4}) == (
+        "2D networks: each slice's prediction averaged over 4 mirrored / turned copies of it"
+    )
+    trained = {"networks": {"resnet2d": {"training": record}, "unet2d": {}}, "test_time_views": 1}
+    assert _training_sentence(trained) == (
+        "Training: resnet2d 3 epochs (kept 2, lowest val_dsc_mae; median 4 s per epoch)"
+    )
