@@ -13,7 +13,8 @@ Output folder:
   (N,) and ``slice`` (N,).
 - ``records.csv``: one row per 3D segmentation (record): model, case, patient, pathology
   group, split, whether the case trained the model, and its true 3D DSC/MVSF per class.
-- ``manifest.json``: classes, balancing settings, bin counts and sample counts.
+- ``manifest.json``: classes, balancing settings, bin counts, sample counts and the patients
+  of each split.
 """
 
 from __future__ import annotations
@@ -234,6 +235,9 @@ def build_qc_dataset(
         "samples_3d": {SPLITS[s]: len(sides[s]) for s in range(3)},
         "samples_2d": {SPLITS[s]: sum(r.slice_dsc.shape[0] for r in sides[s]) for s in range(3)},
         "patients": {SPLITS[s]: len({r.patient for r in sides[s]}) for s in range(3)},
+        # The split follows the balanced DSC bins, so it changes with the collected
+        # segmentations; the lists tell which patients a model trained on this set has seen.
+        "split_patients": {SPLITS[s]: sorted({r.patient for r in sides[s]}) for s in range(3)},
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
     return manifest

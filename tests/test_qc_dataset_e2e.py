@@ -108,6 +108,9 @@ def test_balanced_and_split_by_patient(built: dict[str, Path]) -> None:
         if len(arrays["dsc"]):
             assert arrays["dsc"].min() >= 0.0 and arrays["dsc"].max() <= 1.0
     assert sum(manifest["samples_3d"].values()) == len(rows)
+    for split, patients in manifest["split_patients"].items():  # the records' own split
+        assert patients == sorted({r["patient"] for r in rows if r["split"] == split})
+        assert len(patients) == manifest["patients"][split]
     assert (built["out"] / "summary.md").is_file() and (
         built["out"] / "dsc_histogram.png"
     ).is_file()
