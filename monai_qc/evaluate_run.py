@@ -16,7 +16,7 @@ from monai_qc.evaluation import agreement, compare_errors, group_mae, rank_corre
 from monai_qc.networks import build_qc_network
 from monai_qc.reconstruction import reconstruct_volume_dsc
 from monai_qc.report import atomic_write_text, jsonable
-from monai_qc.training import QCSamples, load_samples, volume_inputs
+from monai_qc.training import QCSamples, samples_from_arrays, volume_inputs
 
 __all__ = ["evaluate_run", "predict_2d", "variant_agreement"]
 
@@ -115,6 +115,24 @@ def _training_record(folder: Path) -> dict[str, Any]:
     }
 
 
+def _evaluation_arrays(data: Path, patients: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """The test split's arrays or, given ``patients``, their samples from every split."""
+    if patients is None:
+        with np.load(data / "test.npz") as split:
+            return {key: split[key] for key in split.files}
+    with open(data / "records.csv") as f:
+        ids = [int(r["record"]) for r in csv.DictReader(f) if r["patient"] in set(patients)]
+    if not ids:
+        raise ValueError(f"{data / 'records.csv'}: no records of patients {', '.join(patients)}")
+    parts: dict[str, list[np.ndarray]] = {}
+    for name in ("train", "val", "test"):
+        with np.load(data / f"{name}.npz") as split:
+            keep = np.isin(split["record"], ids)
+            for key in split.files:
+                parts.setdefault(key, []).append(split[key][keep])
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
 def evaluate_run(
     data: Path,
     run: Path,
@@ -122,30 +140,33 @@ def evaluate_run(
     threshold: float = 0.7,
     collected: Path | None = None,
     test_time_views: int = 1,
+    patients: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the networks in ``run`` on the test split of ``data``; write the tables.
 
     ``test_time_views``: 2D networks average each slice's prediction over that many mirrored /
     turned copies (:func:`monai_qc.networks.symmetric_views`), as a bundle can.
+    ``patients``: evaluate the samples of these patients from every split instead (e.g. a
+    model's own test patients in a rebuilt data set, whose split differs).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((data / "manifest.json").read_text())
     classes: list[str] = manifest["classes"]
     k, fg = len(classes), list(range(1, len(classes)))
-    test = load_samples(data / "test.npz")
+    arrays = _evaluation_arrays(data, patients)
+    test = samples_from_arrays(arrays)
     with open(data / "records.csv") as f:
         by_id = {int(r["record"]): r for r in csv.DictReader(f)}
     record_ids = np.unique(test.record)
     rows = [by_id[int(r)] for r in record_ids]
     true_3d = np.array([[float(r[f"dsc_{c}"]) for c in classes] for r in rows])
-    with np.load(data / "test.npz") as arrays:
-        truth_area = arrays["truth_area"]
-    present = (truth_area > 0) | (test.seg_area > 0)
+    present = (arrays["truth_area"] > 0) | (test.seg_area > 0)
     true_2d = np.where(present, test.dsc.numpy(), np.nan)
     results: dict[str, Any] = {
         "classes": classes[1:],
         "threshold": threshold,
         "test_time_views": test_time_views,
+        "patients": sorted(patients) if patients else None,
         "n_slices": len(test),
         "n_subjects": len(rows),
         "networks": {},
@@ -269,8 +290,13 @@ def _training_sentence(results: dict[str, Any]) -> str:
 def _markdown(results: dict[str, Any]) -> str:
     classes = results["classes"]
     lines = [
-        f"# QC evaluation ({results['n_slices']} test slices, {results['n_subjects']} test "
-        f"subjects, good/bad threshold {results['threshold']})",
+        f"# QC evaluation ({results['n_slices']} slices, {results['n_subjects']} subjects of "
+        + (
+            f"patients {', '.join(results['patients'])} from every split"
+            if results.get("patients")
+            else "the test split"
+        )
+        + f", good/bad threshold {results['threshold']})",
         "",
         *score_table(results),
         "",

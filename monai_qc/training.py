@@ -12,7 +12,7 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,15 @@ from tqdm import tqdm
 from monai_qc.networks import build_qc_network
 from monai_qc.slice_damage import damage_batch, slice_scores
 
-__all__ = ["QCSamples", "TrainConfig", "fit", "fit_slices", "load_samples", "volume_inputs"]
+__all__ = [
+    "QCSamples",
+    "TrainConfig",
+    "fit",
+    "fit_slices",
+    "load_samples",
+    "samples_from_arrays",
+    "volume_inputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,16 +105,21 @@ class QCSamples:
 def load_samples(path: Path) -> QCSamples:
     """Read one split (``train.npz``, ``val.npz`` or ``test.npz``)."""
     with np.load(path) as data:
-        return QCSamples(
-            torch.from_numpy(data["image"]),
-            torch.from_numpy(data["seg"]),
-            torch.from_numpy(data["dsc"]).float(),
-            torch.from_numpy(data["mvsf"]).float(),
-            data["seg_area"],
-            data["record"],
-            int(data["dsc"].shape[1]),
-            torch.from_numpy(data["truth"]) if "truth" in data.files else None,
-        )
+        return samples_from_arrays({key: data[key] for key in data.files})
+
+
+def samples_from_arrays(data: Mapping[str, np.ndarray]) -> QCSamples:
+    """QC samples from the arrays of a split file (or a selection of its rows)."""
+    return QCSamples(
+        torch.from_numpy(data["image"]),
+        torch.from_numpy(data["seg"]),
+        torch.from_numpy(data["dsc"]).float(),
+        torch.from_numpy(data["mvsf"]).float(),
+        data["seg_area"],
+        data["record"],
+        int(data["dsc"].shape[1]),
+        torch.from_numpy(data["truth"]) if "truth" in data else None,
+    )
 
 
 def volume_inputs(samples: QCSamples, depth: int = 8) -> tuple[torch.Tensor, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -154,6 +155,26 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
         + ["--bundle", str(root / "bundle"), "--test-time-views", "2"],
     )
     assert clash.exit_code == 2 and "differs from the 4 of" in clash.output
+    with open(data / "records.csv") as f:
+        records = list(csv.DictReader(f))
+    patient = next(r["patient"] for r in records if r["split"] == "train")
+    own = [r for r in records if r["patient"] == patient]
+    chosen = runner.invoke(
+        main,
+        ["evaluate", "--data", str(data), "--run", str(root / "run"), "--out", str(root / "e3")]
+        + ["--patients", patient, "--test-time-views", "1"],
+    )
+    assert chosen.exit_code == 0, chosen.output
+    by_patient = json.loads((root / "e3" / "evaluation.json").read_text())
+    assert by_patient["patients"] == [patient] and by_patient["n_subjects"] == len(own)
+    assert by_patient["n_slices"] == sum(int(r["n_slices"]) for r in own)
+    assert f"subjects of patients {patient} from every split" in chosen.output
+    unknown = runner.invoke(
+        main,
+        ["evaluate", "--data", str(data), "--run", str(root / "run"), "--out", str(root / "e4")]
+        + ["--patients", "nobody"],
+    )
+    assert unknown.exit_code == 1 and "no records of patients nobody" in unknown.output
     for name in ("resnet2d", "resnet3d"):
         for cls in ("RV", "MYO", "LV"):
             cell = results["networks"][name]["3d"][cls]

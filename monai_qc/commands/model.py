@@ -189,6 +189,12 @@ def train(
     default=None,
     help="As for train; by default the count in --bundle's network_def, else 4.",
 )
+@click.option(
+    "--patients",
+    default=None,
+    help="Comma-separated patient IDs (records.csv): evaluate their samples from every split "
+    "instead of the test split, e.g. a model's own test patients in a rebuilt data set.",
+)
 def evaluate(
     data: Path,
     run_dir: Path,
@@ -197,6 +203,7 @@ def evaluate(
     collected: Path | None,
     bundle_dir: Path | None,
     test_time_views: str | None,
+    patients: str | None,
 ) -> None:
     """Tables of MAE, Pearson r and accuracy on the test split, 2D_R vs 3D-direct, baselines."""
     from monai_qc.bundle_writer import bundle_readme, evaluation_metrics
@@ -204,7 +211,11 @@ def evaluate(
     from monai_qc.report import atomic_write_text
 
     views = _bundle_views(bundle_dir, test_time_views)
-    results = evaluate_run(data, run_dir, out, threshold, collected, views)
+    chosen = [p.strip() for p in patients.split(",") if p.strip()] if patients else None
+    try:
+        results = evaluate_run(data, run_dir, out, threshold, collected, views, chosen)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     if bundle_dir is not None:
         manifest = json.loads((data / "manifest.json").read_text())
         train_json = bundle_dir / "configs" / "train.json"
