@@ -14,7 +14,7 @@ import torch
 
 from monai_qc.evaluate_run import score_table
 from monai_qc.report import atomic_write_text, jsonable
-from monai_qc.training import TrainConfig
+from monai_qc.training import SELECTION_CRITERIA, TrainConfig
 
 __all__ = ["inference_config", "metadata", "training_config", "write_bundle"]
 
@@ -211,15 +211,12 @@ def evaluation_metrics(evaluation: Mapping[str, Any], network: str) -> dict[str,
     return jsonable(out)  # not finite -> None
 
 
-_CRITERIA = {"val_dsc_mae": "validation DSC MAE", "val_loss": "validation loss"}
-
-
 def training_summary(settings: Mapping[str, Any]) -> str:
     """One paragraph on how the network was fitted, from ``configs/train.json``'s settings."""
     text = (
         f"Fitted for {settings['epochs']} epochs (batch {settings['batch_size']}, Adam, learning "
         f"rate {settings['learning_rate']}, cosine schedule, the epoch with the lowest "
-        f"{_CRITERIA[settings.get('select_by', 'val_loss')]} kept); MSE "
+        f"{SELECTION_CRITERIA[settings.get('select_by', 'val_loss')]} kept); MSE "
         f"loss with the MVSF terms weighted {settings.get('mvsf_weight', 1.0)}"
     )
     if settings.get("augment"):

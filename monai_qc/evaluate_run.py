@@ -120,8 +120,9 @@ def _evaluation_arrays(data: Path, patients: Sequence[str] | None) -> dict[str, 
     if patients is None:
         with np.load(data / "test.npz") as split:
             return {key: split[key] for key in split.files}
+    wanted = set(patients)
     with open(data / "records.csv") as f:
-        ids = [int(r["record"]) for r in csv.DictReader(f) if r["patient"] in set(patients)]
+        ids = [int(r["record"]) for r in csv.DictReader(f) if r["patient"] in wanted]
     if not ids:
         raise ValueError(f"{data / 'records.csv'}: no records of patients {', '.join(patients)}")
     parts: dict[str, list[np.ndarray]] = {}

@@ -145,8 +145,8 @@ def record_targets(records_csv: Path, classes: list[str]) -> dict[int, np.ndarra
         }
 
 
-SELECTION_CRITERIA = ("val_dsc_mae", "val_loss")
-"""History keys a run can keep its best epoch by: validation DSC MAE, or the weighted loss."""
+SELECTION_CRITERIA = {"val_dsc_mae": "validation DSC MAE", "val_loss": "validation loss"}
+"""History keys a run can keep its best epoch by (the lowest value), with their names."""
 
 
 @dataclass(frozen=True)

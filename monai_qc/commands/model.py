@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,13 +25,16 @@ _run_option = click.option(
     help="Folder of the training run (one sub-folder per network; resumable).",
 )
 
-_views_option = click.option(
-    "--test-time-views",
-    type=click.Choice(["1", "2", "4", "8"]),
-    default="4",
-    show_default=True,
-    help="Average each 2D prediction over this many mirrored / turned copies of the slice.",
-)
+
+def _views_option(default: str | None, help: str) -> Callable[[Callable[..., Any]], Any]:
+    """``--test-time-views``: 1, 2, 4 or 8 (``networks.TEST_TIME_VIEWS``, kept free of torch)."""
+    return click.option(
+        "--test-time-views",
+        type=click.Choice(["1", "2", "4", "8"]),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 @click.command()
@@ -72,7 +77,9 @@ _views_option = click.option(
     show_default=True,
     help="Keep the epoch with the lowest validation DSC MAE or validation loss.",
 )
-@_views_option
+@_views_option(
+    "4", "Average each 2D prediction over this many mirrored / turned copies of the slice."
+)
 @click.option(
     "--bundle-out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -183,12 +190,7 @@ def train(
     default=None,
     help="Also write this bundle's docs/README.md with the results.",
 )
-@click.option(
-    "--test-time-views",
-    type=click.Choice(["1", "2", "4", "8"]),
-    default=None,
-    help="As for train; by default the count in --bundle's network_def, else 4.",
-)
+@_views_option(None, "As for train; by default the count in --bundle's network_def, else 4.")
 @click.option(
     "--patients",
     default=None,
