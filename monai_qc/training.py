@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from monai_qc.networks import build_qc_network
+from monai_qc.report import atomic_write_text
 from monai_qc.slice_damage import damage_batch, slice_scores
 
 __all__ = [
@@ -293,19 +294,26 @@ def fit(
         )  # fmt: skip
         if (score := history[-1][config.select_by]) < best:
             best = score
-            torch.save(network.state_dict(), out_dir / "best.pt")
+            _save_atomic(network.state_dict(), out_dir / "best.pt")
             kept = {**history[-1], "select_by": config.select_by}
-            (out_dir / "best.json").write_text(json.dumps(kept, indent=1))
-        torch.save(
+            atomic_write_text(out_dir / "best.json", json.dumps(kept, indent=1))
+        _save_atomic(
             {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
              "history": history, "best": best, "epoch": epoch + 1},
             last,
         )  # fmt: skip
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
         logger.info("%s epoch %d: %s", config.network, epoch + 1, history[-1])
     network.load_state_dict(torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
     return network.eval()
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file, so an interrupted run keeps the last whole one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
 
 
 def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Module:
