@@ -14,7 +14,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from pathlib import Path
@@ -38,6 +37,7 @@ from monai_qc.errors import QCInputError
 from monai_qc.inference import QCPredictor
 from monai_qc.io import patient_of, read_volume
 from monai_qc.metrics import volume_scores
+from monai_qc.qc_dataset import split_patients
 from monai_qc.report import atomic_write_text, jsonable
 
 logger = logging.getLogger("midslice_correction")
@@ -75,12 +75,6 @@ def read_labels(data: Path) -> dict[str, int]:
         raise ValueError(f"{data / 'manifest.json'}: classes {classes} vs values {values}")
     labels = dict(zip(classes[1:], (int(v) for v in values[1:]), strict=True))
     return dict(sorted(labels.items(), key=lambda item: item[1]))
-
-
-def split_patients(data: Path) -> set[str]:
-    """Patients of the test split of the QC data set."""
-    with open(data / "records.csv", newline="") as f:
-        return {row["patient"] for row in csv.DictReader(f) if row["split"] == "test"}
 
 
 def model_documents(collected: Path) -> dict[str, dict[str, Any]]:
@@ -178,7 +172,7 @@ def run_case(
 
 def select_cases(args: argparse.Namespace, docs: dict[str, dict[str, Any]], ref: str) -> list[str]:
     """Test-split cases the reference model segmented."""
-    patients = split_patients(args.data)
+    patients = set(split_patients(args.data)["test"])
     patient = {c["case"]: c.get("patient") or patient_of(c["case"]) for c in docs[ref]["cases"]}
     with np.load(args.work / "collected" / f"{ref}.npz") as z:
         cases = sorted(c for c in z.files if patient.get(c, patient_of(c)) in patients)

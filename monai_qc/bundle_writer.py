@@ -231,6 +231,14 @@ def training_summary(settings: Mapping[str, Any]) -> str:
     return text + "."
 
 
+def _split_sentence(split: Mapping[str, list[str]]) -> str:
+    """Which patients the network never saw, so users do not measure it on the others."""
+    return (
+        f"Held-out test patients (never seen in training or model selection): "
+        f"{', '.join(split['test'])}. The patients of every split are in `docs/data_split.json`."
+    )
+
+
 def _bundled_only(
     evaluation: Mapping[str, Any], settings: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -246,10 +254,12 @@ def bundle_readme(
     manifest: dict[str, Any],
     evaluation: dict[str, Any],
     settings: Mapping[str, Any] | None = None,
+    split: Mapping[str, list[str]] | None = None,
 ) -> str:
     """``docs/README.md`` of a bundle: intended use, training data, measured quality, limits.
 
-    ``settings``: the ``train_config`` of the bundle's ``configs/train.json``, if known.
+    ``settings``: the ``train_config`` of the bundle's ``configs/train.json``, if known;
+    ``split``: the patients of each split of its data set (``docs/data_split.json``).
     """
     classes = evaluation["classes"]
     lines = [
@@ -275,6 +285,7 @@ def bundle_readme(
         f"CLAHE, {manifest['spatial_size'][0]} x {manifest['spatial_size'][1]} pixels, with the "
         "one-hot segmentation.",
         "",
+        *([_split_sentence(split), ""] if split else []),
         *([training_summary(settings), ""] if settings else []),
         f"## Quality on the held-out test patients ({evaluation['n_subjects']} volumes, "
         f"{evaluation['n_slices']} slices)",

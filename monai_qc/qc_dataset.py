@@ -36,7 +36,14 @@ from monai_qc.report import atomic_write_text
 from monai_qc.sampling import DEFAULT_BINS, assign_bins, balance_by_bins, split_by_patient
 from monai_qc.transforms import QCSliceInputs, crop_to_box, resize_slices
 
-__all__ = ["SPLITS", "Record", "build_qc_dataset", "load_records", "training_targets"]
+__all__ = [
+    "SPLITS",
+    "Record",
+    "build_qc_dataset",
+    "load_records",
+    "split_patients",
+    "training_targets",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +107,15 @@ def training_targets(record: Record) -> tuple[np.ndarray, np.ndarray]:
     dsc = np.where(both_empty, 1.0, record.slice_dsc)
     mvsf = np.where(both_empty, 0.0, record.slice_mvsf)
     return dsc, mvsf
+
+
+def split_patients(data: Path) -> dict[str, list[str]]:
+    """Sorted patient IDs of each split of a built QC data set, from its ``records.csv``."""
+    sides: dict[str, set[str]] = {split: set() for split in SPLITS}
+    with open(data / "records.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            sides[row["split"]].add(row["patient"])
+    return {split: sorted(patients) for split, patients in sides.items()}
 
 
 def _pathology_groups(dataset: Path) -> dict[str, str]:

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from monai_qc.phantom import write_nnunet_dataset
+from monai_qc.qc_dataset import split_patients
 from monai_qc.sampling import assign_bins
 
 CLI = [sys.executable, "-m", "monai_qc"]
@@ -111,6 +112,7 @@ def test_balanced_and_split_by_patient(built: dict[str, Path]) -> None:
     for split, patients in manifest["split_patients"].items():  # the records' own split
         assert patients == sorted({r["patient"] for r in rows if r["split"] == split})
         assert len(patients) == manifest["patients"][split]
+    assert split_patients(built["out"]) == manifest["split_patients"]
     assert (built["out"] / "summary.md").is_file() and (
         built["out"] / "dsc_histogram.png"
     ).is_file()

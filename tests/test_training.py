@@ -149,14 +149,26 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     assert evaluation.exit_code == 0, evaluation.output
     results = json.loads((root / "eval" / "evaluation.json").read_text())
     assert results["test_time_views"] == 4  # the bundle's own count
+    split = json.loads((root / "bundle" / "docs" / "data_split.json").read_text())
+    with open(data / "records.csv") as f:
+        records = list(csv.DictReader(f))
+    assert split["test"] == sorted({r["patient"] for r in records if r["split"] == "test"})
+    readme = (root / "bundle" / "docs" / "README.md").read_text()
+    held_out = ", ".join(split["test"])
+    assert f"test patients (never seen in training or model selection): {held_out}." in readme
     clash = runner.invoke(
         main,
         ["evaluate", "--data", str(data), "--run", str(root / "run"), "--out", str(root / "e2")]
         + ["--bundle", str(root / "bundle"), "--test-time-views", "2"],
     )
     assert clash.exit_code == 2 and "differs from the 4 of" in clash.output
-    with open(data / "records.csv") as f:
-        records = list(csv.DictReader(f))
+    not_a_bundle = runner.invoke(
+        main,
+        ["evaluate", "--data", str(data), "--run", str(root / "run"), "--out", str(root / "e2")]
+        + ["--bundle", str(root / "run")],
+    )
+    assert not_a_bundle.exit_code == 2
+    assert "not a QC bundle (no configs/inference.json)" in not_a_bundle.output
     patient = next(r["patient"] for r in records if r["split"] == "train")
     own = [r for r in records if r["patient"] == patient]
     chosen = runner.invoke(

@@ -210,6 +210,7 @@ def evaluate(
     """Tables of MAE, Pearson r and accuracy on the test split, 2D_R vs 3D-direct, baselines."""
     from monai_qc.bundle_writer import bundle_readme, evaluation_metrics
     from monai_qc.evaluate_run import evaluate_run
+    from monai_qc.qc_dataset import split_patients
     from monai_qc.report import atomic_write_text
 
     views = _bundle_views(bundle_dir, test_time_views)
@@ -224,8 +225,10 @@ def evaluate(
         settings = (
             json.loads(train_json.read_text()).get("train_config") if train_json.is_file() else None
         )
-        text = bundle_readme(bundle_dir.name, manifest, results, settings)
+        split = split_patients(data)
+        text = bundle_readme(bundle_dir.name, manifest, results, settings, split)
         atomic_write_text(bundle_dir / "docs" / "README.md", text)
+        atomic_write_text(bundle_dir / "docs" / "data_split.json", json.dumps(split, indent=2))
         meta_file = bundle_dir / "configs" / "metadata.json"
         meta = json.loads(meta_file.read_text())
         name = settings["network"] if settings else next(iter(results["networks"]))
@@ -243,7 +246,12 @@ def _bundle_views(bundle_dir: Path | None, requested: str | None) -> int:
     """
     if bundle_dir is None:
         return int(requested or 4)
-    network_def = json.loads((bundle_dir / "configs" / "inference.json").read_text())["network_def"]
+    inference = bundle_dir / "configs" / "inference.json"
+    if not inference.is_file():
+        raise click.BadParameter(
+            f"{bundle_dir}: not a QC bundle (no configs/inference.json)", param_hint="--bundle"
+        )
+    network_def = json.loads(inference.read_text())["network_def"]
     shipped = int(network_def.get("test_time_views", 1))
     if requested is not None and int(requested) != shipped:
         raise click.BadParameter(
