@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def test_shipped_bundle_files(bundle: Path) -> None:
         "configs/train.json",
         "models/model.pt",
         "docs/README.md",
+        "docs/data_split.json",
         "LICENSE",
     ):
         assert (bundle / name).is_file(), name
@@ -128,6 +130,14 @@ def _truth_and_damaged(
     return image, truth, damaged, blank, keep
 
 
+def _cases(bundle: Path, split: str, count: int) -> tuple[str, ...]:
+    """``count`` cases of patients spread over one split of the bundle's data set, ED and ES
+    alternating (``docs/data_split.json``: the patients the network did or did not see)."""
+    patients = json.loads((bundle / "docs" / "data_split.json").read_text())[split]
+    chosen = patients[:: max(1, len(patients) // count)][:count]
+    return tuple(f"{p}_{('ED', 'ES')[i % 2]}" for i, p in enumerate(chosen))
+
+
 def _rate_truth_and_damaged(
     bundle: Path, acdc: Path, cases: tuple[str, ...]
 ) -> list[tuple[str, Any, Any, float, int, int]]:
@@ -143,40 +153,42 @@ def _rate_truth_and_damaged(
     return outcomes
 
 
-@pytest.mark.slow
-def test_qc_of_truth_and_damaged_acdc_cases(bundle: Path, acdc: Path) -> None:
+def _assert_damage_is_rated(bundle: Path, acdc: Path, cases: tuple[str, ...]) -> None:
     """Expert labels get a high predicted DSC; an eroded, partly blanked copy lower ones.
 
-    Per case: the predicted MYO volume DSC of the eroded copy is within 0.1 of its true DSC,
-    and the slice whose LV alone was removed drops clearly below its expert-label rating.
-    These patients are in the QC model's training split (their damaged copies are not).
+    Per case: LV and MYO volume DSC of the expert labels rated above 0.85 and 0.75, the eroded
+    myocardium rated at least 0.2 lower, and the slice whose LV alone was removed below a slice
+    whose LV was kept. Over the cases: the predicted MYO volume DSC of the eroded copies is
+    within 0.1 of the true one on average, and the blanked slices drop clearly. A copy whose
+    myocardium the erosion removed entirely is left out of the MYO volume checks: a structure
+    missing from the segmentation has no reconstructed 3D DSC (the bundle README's limits).
     """
     lv, myo = 3, 2
-    drops = []
-    cases = ("acdc_003_ED", "acdc_050_ES", "acdc_071_ED")
+    drops, errors = [], []
     for case, good, bad, true_myo, blank, keep in _rate_truth_and_damaged(bundle, acdc, cases):
-        assert good.to_dict()["volume"]["dsc"]["LV"] > 0.85, case
-        assert good.volume_dsc[myo] > 0.75, case
-        assert abs(bad.volume_dsc[myo] - true_myo) < 0.1, case
+        assert good.volume_dsc[lv] > 0.85 and good.volume_dsc[myo] > 0.75, case
+        if true_myo > 0:
+            assert bad.volume_dsc[myo] < good.volume_dsc[myo] - 0.2, case
+            errors.append(abs(bad.volume_dsc[myo] - true_myo))
         assert bad.slice_dsc[blank, lv] < bad.slice_dsc[keep, lv], case
         drops.append(good.slice_dsc[blank, lv] - bad.slice_dsc[blank, lv])
-    assert min(drops) > 0.3
-    assert float(np.mean(drops)) > 0.5
+    assert len(errors) >= len(cases) - 2
+    assert float(np.mean(errors)) < 0.1 and max(errors) < 0.35
+    assert min(drops) > 0.2 and float(np.mean(drops)) > 0.5
+
+
+@pytest.mark.slow
+def test_qc_of_damaged_cases_of_training_patients(bundle: Path, acdc: Path) -> None:
+    """Damaged copies of patients of the QC model's training split (the copies are new)."""
+    _assert_damage_is_rated(bundle, acdc, _cases(bundle, "train", 8))
 
 
 @pytest.mark.slow
 def test_qc_of_damaged_cases_of_unseen_patients(bundle: Path, acdc: Path) -> None:
-    """The same damage on patients of the QC model's test split, which it never saw."""
-    lv, myo = 3, 2
-    drops = []
-    cases = ("acdc_002_ED", "acdc_025_ES", "acdc_052_ES", "acdc_090_ED")
-    for case, good, bad, true_myo, blank, keep in _rate_truth_and_damaged(bundle, acdc, cases):
-        assert good.volume_dsc[lv] > 0.8 and good.volume_dsc[myo] > 0.7, case
-        assert abs(bad.volume_dsc[myo] - true_myo) < 0.15, case
-        assert bad.slice_dsc[blank, lv] < bad.slice_dsc[keep, lv], case
-        drops.append(good.slice_dsc[blank, lv] - bad.slice_dsc[blank, lv])
-    assert min(drops) > 0.2
-    assert float(np.mean(drops)) > 0.5
+    """The same damage on every patient of the QC model's test split, which it never saw."""
+    cases = _cases(bundle, "test", 8)
+    assert len(cases) == 8
+    _assert_damage_is_rated(bundle, acdc, cases)
 
 
 def test_monai_bundle_run_checks_a_folder(bundle: Path, tmp_path: Path) -> None:
