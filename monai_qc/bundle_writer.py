@@ -234,7 +234,7 @@ def training_summary(settings: Mapping[str, Any]) -> str:
 def _split_sentence(split: Mapping[str, list[str]]) -> str:
     """Which patients the network never saw, so users do not measure it on the others."""
     return (
-        f"Held-out test patients (never seen in training or model selection): "
+        "Held-out test patients (never seen in training or model selection): "
         f"{', '.join(split['test'])}. The patients of every split are in `docs/data_split.json`."
     )
 
