@@ -14,7 +14,7 @@ import torch
 
 from monai_qc.evaluate_run import score_table
 from monai_qc.report import atomic_write_text, jsonable
-from monai_qc.training import SELECTION_CRITERIA, TrainConfig
+from monai_qc.training import SELECTION_CRITERIA, TrainConfig, save_atomic
 
 __all__ = ["inference_config", "metadata", "training_config", "write_bundle"]
 
@@ -185,9 +185,7 @@ def write_bundle(
         folder / "configs" / "train.json",
         json.dumps(training_config(settings, n_classes), indent=2),
     )
-    tmp = folder / "models" / "model.pt.tmp"
-    torch.save(network.state_dict(), tmp)
-    tmp.replace(folder / "models" / "model.pt")
+    save_atomic(network.state_dict(), folder / "models" / "model.pt")
     atomic_write_text(
         folder / "docs" / "README.md", readme or f"# {folder.name}\n\n{description}\n"
     )

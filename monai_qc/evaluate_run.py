@@ -14,6 +14,7 @@ import torch
 
 from monai_qc.evaluation import agreement, compare_errors, group_mae, rank_correlation
 from monai_qc.networks import build_qc_network
+from monai_qc.qc_dataset import SPLITS
 from monai_qc.reconstruction import reconstruct_volume_dsc
 from monai_qc.report import atomic_write_text, jsonable
 from monai_qc.training import QCSamples, samples_from_arrays, volume_inputs
@@ -126,7 +127,7 @@ def _evaluation_arrays(data: Path, patients: Sequence[str] | None) -> dict[str, 
     if not ids:
         raise ValueError(f"{data / 'records.csv'}: no records of patients {', '.join(patients)}")
     parts: dict[str, list[np.ndarray]] = {}
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         with np.load(data / f"{name}.npz") as split:
             keep = np.isin(split["record"], ids)
             for key in split.files:

@@ -33,6 +33,7 @@ __all__ = [
     "fit_slices",
     "load_samples",
     "samples_from_arrays",
+    "save_atomic",
     "volume_inputs",
 ]
 
@@ -294,10 +295,10 @@ def fit(
         )  # fmt: skip
         if (score := history[-1][config.select_by]) < best:
             best = score
-            _save_atomic(network.state_dict(), out_dir / "best.pt")
+            save_atomic(network.state_dict(), out_dir / "best.pt")
             kept = {**history[-1], "select_by": config.select_by}
             atomic_write_text(out_dir / "best.json", json.dumps(kept, indent=1))
-        _save_atomic(
+        save_atomic(
             {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
              "history": history, "best": best, "epoch": epoch + 1},
@@ -309,7 +310,7 @@ def fit(
     return network.eval()
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
+def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file, so an interrupted run keeps the last whole one."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
