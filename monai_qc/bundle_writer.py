@@ -71,15 +71,19 @@ def training_config(settings: TrainConfig, n_classes: int) -> dict[str, Any]:
 
     ``python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA
     --output_dir RUN`` writes ``best.pt`` (copy it to ``models/model.pt``), ``last.pt``
-    (resumable) and ``history.json``.
+    (resumable) and ``history.json``. A network that was fine-tuned (``init_weights``) is
+    refitted the same way, from the bundle's own weights.
     """
+    fields = asdict(settings)
+    if fields.get("init_weights"):
+        fields["init_weights"] = "$@bundle_root + '/models/model.pt'"
     return {
         "imports": ["$import pathlib", "$from monai_qc.training import fit_slices"],
         "bundle_root": ".",
         "n_classes": n_classes,
         "dataset_dir": "qc_data",
         "output_dir": "qc_train",
-        "train_config": {"_target_": "monai_qc.training.TrainConfig", **asdict(settings)},
+        "train_config": {"_target_": "monai_qc.training.TrainConfig", **fields},
         "run": [
             "$fit_slices(pathlib.Path(@dataset_dir), pathlib.Path(@output_dir), @train_config)"
         ],
@@ -211,9 +215,14 @@ def evaluation_metrics(evaluation: Mapping[str, Any], network: str) -> dict[str,
 
 def training_summary(settings: Mapping[str, Any]) -> str:
     """One paragraph on how the network was fitted, from ``configs/train.json``'s settings."""
+    start = (
+        " starting from the weights of an earlier fit of the same network"
+        if settings.get("init_weights")
+        else ""
+    )
     text = (
-        f"Fitted for {settings['epochs']} epochs (batch {settings['batch_size']}, Adam, learning "
-        f"rate {settings['learning_rate']}, cosine schedule, the epoch with the lowest "
+        f"Fitted for {settings['epochs']} epochs{start} (batch {settings['batch_size']}, Adam, "
+        f"learning rate {settings['learning_rate']}, cosine schedule, the epoch with the lowest "
         f"{SELECTION_CRITERIA[settings.get('select_by', 'val_loss')]} kept); MSE "
         f"loss with the MVSF terms weighted {settings.get('mvsf_weight', 1.0)}"
     )

@@ -31,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "fit",
     "fit_slices",
+    "initial_state",
     "load_samples",
     "samples_from_arrays",
     "save_atomic",
@@ -165,12 +166,26 @@ class TrainConfig:
     mvsf_weight: float = 0.1
     damage_probability: float = 0.0
     select_by: str = "val_dsc_mae"
+    init_weights: str | None = None  # state dict (.pt) or QC bundle folder to start from
 
     def __post_init__(self) -> None:
         if self.select_by not in SELECTION_CRITERIA:
             raise ValueError(
                 f"select_by {self.select_by!r}; known: {', '.join(SELECTION_CRITERIA)}"
             )
+
+
+def initial_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict to start fitting from: a ``.pt`` file or a QC bundle's ``models/model.pt``.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    path = Path(path)
+    file = path / "models" / "model.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no initial weights (a .pt file or a QC bundle folder)")
+    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def output_weights(config: TrainConfig, n_outputs: int, n_classes: int) -> torch.Tensor:
@@ -233,9 +248,11 @@ def fit(
     ``train_batch`` (index, generator) -> (inputs, targets), when given, makes the training
     batches instead of ``train_x`` / ``train_y`` (synthetic damage changes both).
 
-    Writes ``best.pt`` (state dict of the best validation epoch by ``config.select_by``),
-    ``best.json`` (that epoch's history entry and the criterion), ``last.pt`` (resumable
-    checkpoint) and ``history.json`` to ``out_dir``; returns the network with the best weights.
+    The network starts from ``config.init_weights`` when given (fine-tuning), unless
+    ``last.pt`` resumes the run. Writes ``best.pt`` (state dict of the best validation epoch by
+    ``config.select_by``), ``best.json`` (that epoch's history entry and the criterion),
+    ``last.pt`` (resumable checkpoint) and ``history.json`` to ``out_dir``; returns the network
+    with the best weights.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -254,6 +271,15 @@ def fit(
         generator.set_state(state["generator"])
         history, best, start = state["history"], state["best"], state["epoch"]
         logger.info("resuming %s at epoch %d", config.network, start)
+    elif config.init_weights:
+        try:
+            network.load_state_dict(initial_state(config.init_weights))
+        except RuntimeError as error:  # other network or class count
+            raise ValueError(
+                f"{config.init_weights}: these weights do not fit a {config.network} network "
+                f"with {n_classes} classes"
+            ) from error
+        logger.info("%s starts from the weights in %s", config.network, config.init_weights)
     get_train = train_x if callable(train_x) else train_x.__getitem__
     get_val = val_x if callable(val_x) else val_x.__getitem__
     n_train, n_val = len(train_y), len(val_y)

@@ -336,3 +336,57 @@ def test_training_sentence_leaves_out_networks_without_a_run_record() -> None:
     assert _training_sentence(trained) == (
         "Training: resnet2d 3 epochs (kept 2, lowest val_dsc_mae; median 4 s per epoch)"
     )
+
+
+def test_fine_tuning_starts_from_a_bundle(qc_data: dict[str, Path], tmp_path: Path) -> None:
+    """``train --init-weights BUNDLE`` starts from the bundle's weights; its bundle says so."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from monai_qc.bundle_writer import training_summary
+    from monai_qc.training import initial_state
+
+    start = write_bundle(
+        tmp_path / "start",
+        build_qc_network("resnet2d", 4),
+        "resnet2d",
+        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
+        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
+        spatial_size=(32, 32),
+    )
+    args = ["train", "--data", str(qc_data["data"]), "--networks", "resnet2d", "--epochs", "1"]
+    args += ["--batch-size", "16", "--init-weights", str(start)]
+    # learning rate 0: the fitted weights are the initial ones (batch statistics aside)
+    run = CliRunner().invoke(
+        main,
+        [*args, "--run", str(tmp_path / "run"), "--learning-rate", "0", "--bundle-out"]
+        + [str(tmp_path / "tuned")],
+    )
+    assert run.exit_code == 0, run.output
+    fitted = torch.load(tmp_path / "run" / "resnet2d" / "best.pt", weights_only=True)
+    initial = initial_state(start)
+    names = [n for n, _ in build_qc_network("resnet2d", 4).named_parameters()]
+    assert names and all(torch.equal(fitted[n], initial[n]) for n in names)
+
+    parser = ConfigParser()
+    parser.read_config(tmp_path / "tuned" / "configs" / "train.json")
+    parser["bundle_root"] = str(tmp_path / "tuned")
+    config = parser.get_parsed_content("train_config")
+    assert Path(config.init_weights) == tmp_path / "tuned" / "models" / "model.pt"
+    tuned = initial_state(config.init_weights)
+    assert all(torch.equal(tuned[n], fitted[n]) for n in names)
+    summary = training_summary(parser["train_config"])
+    assert summary.startswith(
+        "Fitted for 1 epochs starting from the weights of an earlier fit of the same network"
+    )
+
+    not_a_bundle = CliRunner().invoke(
+        main, [*args[:-1], str(tmp_path / "run"), "--run", str(tmp_path / "r2")]
+    )
+    assert not_a_bundle.exit_code == 1
+    assert "no initial weights (a .pt file or a QC bundle folder)" in not_a_bundle.output
+    other = tmp_path / "three_classes.pt"
+    torch.save(build_qc_network("resnet2d", 3).state_dict(), other)
+    mismatch = CliRunner().invoke(main, [*args[:-1], str(other), "--run", str(tmp_path / "r3")])
+    assert mismatch.exit_code == 1
+    assert "do not fit a resnet2d network with 4 classes" in mismatch.output

@@ -52,6 +52,13 @@ def _views_option(default: str | None, help: str) -> Callable[[Callable[..., Any
 @click.option("--learning-rate", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
+    "--init-weights",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Start the 2D networks from these weights (a .pt state dict or a QC bundle folder, "
+    "e.g. to fine-tune the shipped bundle on your own QC data set).",
+)
+@click.option(
     "--mvsf-weight",
     default=0.1,
     show_default=True,
@@ -95,6 +102,7 @@ def train(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    init_weights: Path | None,
     mvsf_weight: float,
     damage_probability: float,
     augment: bool,
@@ -134,9 +142,13 @@ def train(
             mvsf_weight,
             damage_probability if is_2d else 0.0,
             select_by,
+            str(init_weights) if init_weights and is_2d else None,
         )
         if is_2d:
-            network = fit_slices(data, run_dir / name, config)
+            try:
+                network = fit_slices(data, run_dir / name, config)
+            except (FileNotFoundError, ValueError) as error:  # bad --init-weights or data set
+                raise click.ClickException(str(error)) from error
             trained_2d.append((name, network, config))
         else:
             targets = record_targets(data / "records.csv", classes)
