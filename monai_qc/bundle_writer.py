@@ -246,6 +246,14 @@ def _split_sentence(split: Mapping[str, list[str]]) -> str:
     )
 
 
+def _quality_heading(evaluation: Mapping[str, Any]) -> str:
+    """Heading of the score table: the test split, or the patients ``evaluate --patients`` named."""
+    size = f"({evaluation['n_subjects']} volumes, {evaluation['n_slices']} slices)"
+    if patients := evaluation.get("patients"):
+        return f"## Quality on the volumes of patients {', '.join(patients)} {size}"
+    return f"## Quality on the held-out test patients {size}"
+
+
 def _bundled_only(
     evaluation: Mapping[str, Any], settings: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -294,8 +302,7 @@ def bundle_readme(
         "",
         *([_split_sentence(split), ""] if split else []),
         *([training_summary(settings), ""] if settings else []),
-        f"## Quality on the held-out test patients ({evaluation['n_subjects']} volumes, "
-        f"{evaluation['n_slices']} slices)",
+        _quality_heading(evaluation),
         "",
         *score_table(_bundled_only(evaluation, settings)),
     ]

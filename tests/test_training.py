@@ -390,3 +390,16 @@ def test_fine_tuning_starts_from_a_bundle(qc_data: dict[str, Path], tmp_path: Pa
     mismatch = CliRunner().invoke(main, [*args[:-1], str(other), "--run", str(tmp_path / "r3")])
     assert mismatch.exit_code == 1
     assert "do not fit a resnet2d network with 4 classes" in mismatch.output
+
+
+def test_bundle_readme_heading_names_the_evaluated_patients() -> None:
+    """A bundle README evaluated on ``--patients`` does not call them held-out test patients."""
+    from monai_qc.bundle_writer import _quality_heading
+
+    size = {"n_subjects": 3, "n_slices": 30}
+    assert _quality_heading({**size, "patients": None}) == (
+        "## Quality on the held-out test patients (3 volumes, 30 slices)"
+    )
+    assert _quality_heading({**size, "patients": ["acdc_001", "acdc_007"]}) == (
+        "## Quality on the volumes of patients acdc_001, acdc_007 (3 volumes, 30 slices)"
+    )
