@@ -99,7 +99,7 @@ def _scatter(
 
 
 def _training_record(folder: Path) -> dict[str, Any]:
-    """Epochs run, the kept epoch and its criterion, and median seconds per epoch.
+    """Epochs run, the kept epoch and its criterion, median seconds per epoch, initial weights.
 
     Read from the ``history.json`` and ``best.json`` that :func:`monai_qc.training.fit` writes.
     """
@@ -113,6 +113,7 @@ def _training_record(folder: Path) -> dict[str, Any]:
         "best_epoch": kept["epoch"],
         "select_by": kept["select_by"],
         "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
+        "init_weights": kept.get("init_weights"),
     }
 
 
@@ -274,7 +275,8 @@ def score_table(results: dict[str, Any]) -> list[str]:
 def _training_sentence(results: dict[str, Any]) -> str:
     """How each network was trained (where its run folder says) and the test-time views."""
     trained = "; ".join(
-        f"{name} {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} "
+        f"{name} {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}"
+        f"{' from earlier weights' if t.get('init_weights') else ''} "
         f"(kept {t['best_epoch']}, lowest {t['select_by']}; "
         f"median {t['seconds_per_epoch']:.0f} s per epoch)"
         for name, entry in results["networks"].items()

@@ -250,9 +250,9 @@ def fit(
 
     The network starts from ``config.init_weights`` when given (fine-tuning), unless
     ``last.pt`` resumes the run. Writes ``best.pt`` (state dict of the best validation epoch by
-    ``config.select_by``), ``best.json`` (that epoch's history entry and the criterion),
-    ``last.pt`` (resumable checkpoint) and ``history.json`` to ``out_dir``; returns the network
-    with the best weights.
+    ``config.select_by``), ``best.json`` (that epoch's history entry, the criterion and any
+    ``init_weights``), ``last.pt`` (resumable checkpoint) and ``history.json`` to ``out_dir``;
+    returns the network with the best weights.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -323,6 +323,8 @@ def fit(
             best = score
             save_atomic(network.state_dict(), out_dir / "best.pt")
             kept = {**history[-1], "select_by": config.select_by}
+            if config.init_weights:
+                kept["init_weights"] = str(config.init_weights)
             atomic_write_text(out_dir / "best.json", json.dumps(kept, indent=1))
         save_atomic(
             {"network": network.state_dict(), "optimizer": optimizer.state_dict(),

@@ -336,6 +336,11 @@ def test_training_sentence_leaves_out_networks_without_a_run_record() -> None:
     assert _training_sentence(trained) == (
         "Training: resnet2d 3 epochs (kept 2, lowest val_dsc_mae; median 4 s per epoch)"
     )
+    tuned = {"networks": {"resnet2d": {"training": {**record, "init_weights": "a/best.pt"}}}}
+    assert _training_sentence(tuned) == (
+        "Training: resnet2d 3 epochs from earlier weights (kept 2, lowest val_dsc_mae; "
+        "median 4 s per epoch)"
+    )
 
 
 def test_fine_tuning_starts_from_a_bundle(qc_data: dict[str, Path], tmp_path: Path) -> None:
@@ -367,6 +372,8 @@ def test_fine_tuning_starts_from_a_bundle(qc_data: dict[str, Path], tmp_path: Pa
     initial = initial_state(start)
     names = [n for n, _ in build_qc_network("resnet2d", 4).named_parameters()]
     assert names and all(torch.equal(fitted[n], initial[n]) for n in names)
+    kept = json.loads((tmp_path / "run" / "resnet2d" / "best.json").read_text())
+    assert kept["init_weights"] == str(start)
 
     parser = ConfigParser()
     parser.read_config(tmp_path / "tuned" / "configs" / "train.json")
