@@ -218,16 +218,21 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
     assert all(0 <= v <= 1 for s in report["slices"] for v in s["dsc"].values() if v is not None)
 
 
-def test_bundle_train_config_refits_the_network(qc_data: dict[str, Path], tmp_path: Path) -> None:
-    """``monai.bundle run`` of configs/train.json trains weights that the bundle loads."""
-    bundle = write_bundle(
-        tmp_path / "bundle",
+def _untrained_bundle(folder: Path) -> Path:
+    """A QC bundle of a freshly initialised ResNet 2D for the 32-pixel phantom data set."""
+    return write_bundle(
+        folder,
         build_qc_network("resnet2d", 4),
         "resnet2d",
         dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
         {"min_dsc": 0.7, "min_slice_dsc": 0.3},
         spatial_size=(32, 32),
     )
+
+
+def test_bundle_train_config_refits_the_network(qc_data: dict[str, Path], tmp_path: Path) -> None:
+    """``monai.bundle run`` of configs/train.json trains weights that the bundle loads."""
+    bundle = _untrained_bundle(tmp_path / "bundle")
     run = subprocess.run(
         [
             *(sys.executable, "-m", "monai.bundle", "run"),
@@ -351,14 +356,7 @@ def test_fine_tuning_starts_from_a_bundle(qc_data: dict[str, Path], tmp_path: Pa
     from monai_qc.bundle_writer import training_summary
     from monai_qc.training import initial_state
 
-    start = write_bundle(
-        tmp_path / "start",
-        build_qc_network("resnet2d", 4),
-        "resnet2d",
-        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
-        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
-        spatial_size=(32, 32),
-    )
+    start = _untrained_bundle(tmp_path / "start")
     args = ["train", "--data", str(qc_data["data"]), "--networks", "resnet2d", "--epochs", "1"]
     args += ["--batch-size", "16", "--init-weights", str(start)]
     # learning rate 0: the fitted weights are the initial ones (batch statistics aside)
