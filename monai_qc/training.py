@@ -180,12 +180,19 @@ def initial_state(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: neither exists.
+        ValueError: the file is not a readable state dict.
     """
     path = Path(path)
     file = path / "models" / "model.pt" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no initial weights (a .pt file or a QC bundle folder)")
-    return torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or foreign file: torch raises several kinds
+        raise ValueError(f"{file}: not a readable PyTorch state dict ({error})") from error
+    if not (isinstance(state, Mapping) and all(torch.is_tensor(v) for v in state.values())):
+        raise ValueError(f"{file}: not a state dict (a mapping of parameter names to tensors)")
+    return dict(state)
 
 
 def output_weights(config: TrainConfig, n_outputs: int, n_classes: int) -> torch.Tensor:

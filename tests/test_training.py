@@ -408,3 +408,20 @@ def test_bundle_readme_heading_names_the_evaluated_patients() -> None:
     assert _quality_heading({**size, "patients": ["acdc_001", "acdc_007"]}) == (
         "## Quality on the volumes of patients acdc_001, acdc_007 (3 volumes, 30 slices)"
     )
+
+
+def test_initial_weights_that_are_not_a_state_dict_are_named(tmp_path: Path) -> None:
+    import torch
+
+    from monai_qc.training import initial_state
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pt: not a readable PyTorch state dict"):
+        initial_state(garbage)
+    listed = tmp_path / "listed.pt"
+    torch.save([torch.zeros(2)], listed)
+    with pytest.raises(ValueError, match="listed.pt: not a state dict"):
+        initial_state(listed)
+    with pytest.raises(FileNotFoundError, match="no initial weights"):
+        initial_state(tmp_path)
