@@ -15,13 +15,34 @@ from monai_qc.bundle import load_bundle, load_weights
 from monai_qc.errors import QCInputError
 from monai_qc.reconstruction import reconstruct_volume_dsc
 
-__all__ = ["QCPredictor", "QCResult", "Thresholds", "class_indices", "slice_areas"]
+__all__ = [
+    "QCPredictor",
+    "QCResult",
+    "Thresholds",
+    "beyond_segmented_extent",
+    "class_indices",
+    "slice_areas",
+]
 
 logger = logging.getLogger(__name__)
 
 #: A class missing from a slice's segmentation is reported as null (absent from the truth
 #: too) when its predicted DSC is at least this: the network then expects no truth there.
 ABSENT_DSC = 0.5
+
+
+def beyond_segmented_extent(seg_area: np.ndarray) -> np.ndarray:
+    """(S, K) True on slices before the first or after the last slice segmented with a class.
+
+    False everywhere for a class segmented on no slice. On such end slices the network cannot
+    tell the end of the structure (apex, base) from a segmentation that stopped short: it rates
+    both as missed, so its rating there carries no information.
+    """
+    present = seg_area > 0
+    index = np.arange(len(seg_area))[:, None]
+    first = present.argmax(axis=0)
+    last = len(seg_area) - 1 - present[::-1].argmax(axis=0)
+    return present.any(axis=0) & ((index < first) | (index > last))
 
 
 @dataclass(frozen=True)
@@ -94,8 +115,15 @@ class QCResult:
         return sorted(self.labels, key=self.labels.__getitem__)
 
     def _absent(self) -> np.ndarray:
-        """(S, K) True where a class is, as predicted, absent from both maps."""
-        return (self.seg_area == 0) & (self.slice_dsc >= ABSENT_DSC)
+        """(S, K) True where a class is taken as absent from both maps (reported null).
+
+        A class not segmented on a slice is absent there when the network predicts so
+        (:data:`ABSENT_DSC`) or when the slice lies beyond the class's segmented slices
+        (:func:`beyond_segmented_extent`). A gap inside that extent, or a class segmented
+        nowhere, keeps the network's rating and can be flagged as missed.
+        """
+        empty = self.seg_area == 0
+        return empty & ((self.slice_dsc >= ABSENT_DSC) | beyond_segmented_extent(self.seg_area))
 
     @property
     def flagged(self) -> np.ndarray:

@@ -39,13 +39,13 @@ def test_predict_report_matches_interface(predictor: QCPredictor) -> None:
 
 def test_absent_class_reported_as_null_only_when_predicted_absent() -> None:
     k = 4
-    dsc = np.array([[0.9, 0.8, 0.7, 0.9], [0.9, 0.95, 0.2, 0.9]])
-    areas = np.array([[100, 0, 20, 30], [100, 0, 0, 30]])
+    dsc = np.array([[0.9, 0.8, 0.7, 0.9], [0.9, 0.95, 0.2, 0.9], [0.9, 0.95, 0.8, 0.9]])
+    areas = np.array([[100, 0, 20, 30], [100, 0, 0, 30], [100, 0, 20, 30]])
     result = QCResult(
         "c",
         PHANTOM_LABELS,
         dsc,
-        np.zeros((2, k)),
+        np.zeros((3, k)),
         areas,
         np.full(k, 0.8),
         (1.0, 1.0, 1.0),
@@ -53,9 +53,32 @@ def test_absent_class_reported_as_null_only_when_predicted_absent() -> None:
     )
     slices = result.to_dict()["slices"]
     assert slices[0]["dsc"]["RV"] is None  # no RV segmented, predicted absent from truth too
-    assert slices[1]["dsc"]["MYO"] == 0.2  # no MYO segmented but predicted missed: reported
-    assert [s["flagged"] for s in slices] == [False, True]
+    assert slices[1]["dsc"]["MYO"] == 0.2  # a gap in the MYO slices, predicted missed: reported
+    assert [s["flagged"] for s in slices] == [False, True, False]
     assert result.verdict == "fail"
+
+
+def test_empty_end_slices_of_a_class_are_not_flagged() -> None:
+    """Past the last segmented slice of a class, a low rating is not a miss (apex, base)."""
+    dsc = np.array([[0.9, 0.1, 0.1, 0.1], [0.9, 0.9, 0.8, 0.1], [0.9, 0.1, 0.8, 0.9]])
+    areas = np.array([[100, 0, 0, 0], [100, 40, 20, 0], [100, 0, 20, 30]])
+    thresholds = Thresholds({}, {"RV": 0.3, "MYO": 0.3, "LV": 0.3})
+    result = QCResult(
+        "c", PHANTOM_LABELS, dsc, np.zeros((3, 4)), areas, np.full(4, 0.8), (1.0,) * 3, thresholds
+    )
+    slices = result.to_dict()["slices"]
+    assert [s["dsc"]["RV"] for s in slices] == [None, 0.9, None]
+    assert [s["dsc"]["MYO"] for s in slices] == [None, 0.8, 0.8]
+    assert [s["dsc"]["LV"] for s in slices] == [None, None, 0.9]
+    assert not result.flagged.any() and result.verdict == "pass"
+    # a class segmented nowhere keeps the network's rating: missed entirely, flagged
+    no_lv = areas.copy()
+    no_lv[:, 3] = 0
+    missing = QCResult(
+        "c", PHANTOM_LABELS, dsc, np.zeros((3, 4)), no_lv, np.full(4, 0.8), (1.0,) * 3, thresholds
+    )
+    assert [s["dsc"]["LV"] for s in missing.to_dict()["slices"]] == [0.1, 0.1, None]
+    assert missing.flagged.tolist() == [True, True, False]
 
 
 def test_case_threshold_fails_low_volume_dsc() -> None:
