@@ -317,7 +317,9 @@ def bundle_readme(
         "  segmentations (3D DSC > 0.9) were rare in its training data.",
         "- A structure missed entirely on a slice is invisible to the 3D reconstruction (its",
         "  reconstructed area there is 0 whatever the network predicts); only that slice's",
-        "  predicted DSC shows it.",
+        "  predicted DSC shows it, and only between slices that hold the structure: the network",
+        "  rates an empty end slice (apex, base) as missed whether or not the expert drew the",
+        "  structure there, so such slices are reported null and not flagged.",
         "",
     ]
     return "\n".join(lines)
