@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -43,14 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def case_outcome(result: QCResult) -> dict[str, Any]:
     """Verdict, failed classes and flagged slices (with the classes rated low there)."""
     report = result.to_dict()
+    low_slices = result.low_slices
     low = {
-        s["index"]: sorted(
-            name
-            for name, value in s["dsc"].items()
-            if value is not None and value < result.thresholds.min_slice_dsc.get(name, -1.0)
-        )
-        for s in report["slices"]
-        if s["flagged"]
+        int(i): sorted(n for j, n in enumerate(result.class_names, start=1) if low_slices[i, j])
+        for i in np.flatnonzero(low_slices.any(axis=1))
     }
     return {
         "verdict": result.verdict,

@@ -126,15 +126,23 @@ class QCResult:
         return empty & ((self.slice_dsc >= ABSENT_DSC) | beyond_segmented_extent(self.seg_area))
 
     @property
-    def flagged(self) -> np.ndarray:
-        """(S,) True for slices whose predicted DSC is below a slice threshold."""
-        low = np.zeros(self.slice_dsc.shape[0], dtype=bool)
+    def low_slices(self) -> np.ndarray:
+        """(S, K) True where a class's predicted slice DSC is below its slice threshold.
+
+        Column 0 (background) is never set; classes taken as absent are not low.
+        """
+        low = np.zeros(self.slice_dsc.shape, dtype=bool)
         absent = self._absent()
         for j, name in enumerate(self.class_names, start=1):
             if name in self.thresholds.min_slice_dsc:
                 below = self.slice_dsc[:, j] < self.thresholds.min_slice_dsc[name]
-                low |= below & ~absent[:, j]
+                low[:, j] = below & ~absent[:, j]
         return low
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(S,) True for slices whose predicted DSC is below a slice threshold."""
+        return self.low_slices.any(axis=1)
 
     @property
     def failed_classes(self) -> list[str]:
