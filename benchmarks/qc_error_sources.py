@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_qc.evaluate_run import predict_2d
+from monai_qc.evaluate_run import predict_2d, reconstruct_by_record
 from monai_qc.inference import QCPredictor
-from monai_qc.reconstruction import reconstruct_volume_dsc
 from monai_qc.report import atomic_write_text, jsonable
 from monai_qc.training import QCSamples, samples_from_arrays
 
@@ -60,20 +59,10 @@ def volume_errors(
         "pred": (pred[:, :k], pred[:, k:]),
         "true": (samples.dsc.numpy(), samples.mvsf.numpy()),
     }
-    out = {}
-    for name, (dsc_from, mvsf_from) in SOURCES.items():
-        rebuilt = np.stack(
-            [
-                reconstruct_volume_dsc(
-                    scores[dsc_from][0][samples.record == r],
-                    scores[mvsf_from][1][samples.record == r],
-                    samples.seg_area[samples.record == r],
-                )
-                for r in record_ids
-            ]
-        )
-        out[name] = rebuilt - true_3d
-    return out
+    return {
+        name: reconstruct_by_record(samples, scores[d][0], scores[m][1], record_ids) - true_3d
+        for name, (d, m) in SOURCES.items()
+    }
 
 
 def presence_errors(

@@ -19,7 +19,7 @@ from monai_qc.reconstruction import reconstruct_volume_dsc
 from monai_qc.report import atomic_write_text, jsonable
 from monai_qc.training import QCSamples, samples_from_arrays, volume_inputs
 
-__all__ = ["evaluate_run", "predict_2d", "variant_agreement"]
+__all__ = ["evaluate_run", "predict_2d", "reconstruct_by_record", "variant_agreement"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,22 @@ def predict_2d(network: torch.nn.Module, samples: QCSamples, batch_size: int = 1
     with torch.inference_mode():
         chunks = torch.arange(len(samples)).split(batch_size)
         return torch.cat([network(samples.inputs(i)) for i in chunks]).numpy()
+
+
+def reconstruct_by_record(
+    samples: QCSamples, dsc: np.ndarray, mvsf: np.ndarray, record_ids: np.ndarray
+) -> np.ndarray:
+    """(R, K) 3D (2D_R) DSC of each record from per-slice DSC and MVSF (N, K) of ``samples``."""
+    return np.stack(
+        [
+            reconstruct_volume_dsc(
+                dsc[samples.record == r],
+                mvsf[samples.record == r],
+                samples.seg_area[samples.record == r],
+            )
+            for r in record_ids
+        ]
+    )
 
 
 def variant_agreement(
@@ -186,16 +202,7 @@ def evaluate_run(
             entry["2d"] = {
                 classes[j]: agreement(pred_2d[:, j], true_2d[:, j], threshold).to_dict() for j in fg
             }
-            pred_3d = np.stack(
-                [
-                    reconstruct_volume_dsc(
-                        pred[test.record == r, :k],
-                        pred[test.record == r, k:],
-                        test.seg_area[test.record == r],
-                    )
-                    for r in record_ids
-                ]
-            )
+            pred_3d = reconstruct_by_record(test, pred[:, :k], pred[:, k:], record_ids)
             _scatter(
                 true_2d[:, fg],
                 pred_2d[:, fg],
