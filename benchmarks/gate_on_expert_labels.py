@@ -25,7 +25,7 @@ from tqdm import tqdm
 from monai_qc.bundle import resolve_bundle
 from monai_qc.inference import QCPredictor, QCResult
 from monai_qc.io import patient_of, read_volume
-from monai_qc.report import atomic_write_text, jsonable
+from monai_qc.report import write_table_and_data
 
 logger = logging.getLogger("gate_on_expert_labels")
 
@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary(outcomes, split_of(bundle)),
         "cases": outcomes,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, markdown(results))
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(jsonable(results), indent=1))
+    write_table_and_data(args.out, markdown(results), results)
     logger.info("wrote %s", args.out)
 
 

@@ -38,7 +38,7 @@ from monai_qc.inference import QCPredictor
 from monai_qc.io import patient_of, read_volume
 from monai_qc.metrics import volume_scores
 from monai_qc.qc_dataset import split_patients
-from monai_qc.report import atomic_write_text, jsonable
+from monai_qc.report import write_table_and_data
 
 logger = logging.getLogger("midslice_correction")
 
@@ -224,11 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{predictor.name}; threshold {args.threshold}; deciding classes {args.classes}; "
         f"seed {args.seed}; {len(cases) - len(outcomes)} of {len(cases)} test cases skipped.\n\n"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, header + table)
     settings = vars(args) | {"reference_model": ref, "bundle_name": predictor.name}
     document = {"settings": settings, "summary": summary, "cases": infos}
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(jsonable(document), indent=1))
+    write_table_and_data(args.out, header + table, document)
     print(header + table)
 
 

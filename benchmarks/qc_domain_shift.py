@@ -38,7 +38,7 @@ from monai_qc.bundle import resolve_bundle
 from monai_qc.evaluation import agreement
 from monai_qc.inference import QCPredictor
 from monai_qc.io import read_volume
-from monai_qc.report import atomic_write_text, jsonable
+from monai_qc.report import write_table_and_data
 
 logger = logging.getLogger("qc_domain_shift")
 
@@ -207,9 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "descriptions": {name: text for name, (text, _) in named.items()},
         "shifts": {name: scores(true, pred[name], failed[name]) for name in named},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, markdown(results))
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(jsonable(results), indent=1))
+    write_table_and_data(args.out, markdown(results), results)
     logger.info("wrote %s", args.out)
 
 

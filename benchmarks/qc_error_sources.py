@@ -25,7 +25,7 @@ import torch
 
 from monai_qc.evaluate_run import predict_2d, reconstruct_by_record
 from monai_qc.inference import QCPredictor
-from monai_qc.report import atomic_write_text, jsonable
+from monai_qc.report import write_table_and_data
 from monai_qc.training import QCSamples, samples_from_arrays
 
 logger = logging.getLogger("qc_error_sources")
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         logger.info("%s split", split)
         results["splits"][split] = evaluate_split(args.data, split, predictor, classes)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, markdown(results, classes))
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(jsonable(results), indent=1))
+    write_table_and_data(args.out, markdown(results, classes), results)
     logger.info("wrote %s", args.out)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "write_case_report",
     "write_html_report",
     "write_summary_csv",
+    "write_table_and_data",
 ]
 
 #: Columns of ``summary.csv``.
@@ -79,6 +80,19 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
         The path written.
     """
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def write_table_and_data(path: str | Path, markdown: str, data: Any) -> Path:
+    """Write a results table (markdown, ``path``) and its data beside it (``.json``), atomically.
+
+    Returns:
+        The markdown path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, markdown)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(jsonable(data), indent=1))
+    return path
 
 
 def jsonable(obj: Any) -> Any:

@@ -25,6 +25,7 @@ from monai_qc.report import (
     write_case_report,
     write_html_report,
     write_summary_csv,
+    write_table_and_data,
 )
 from monai_qc.report_figures import write_case_figures
 
@@ -79,6 +80,15 @@ def test_atomic_write_text_cleans_up_on_error(tmp_path: Path) -> None:
 def test_jsonable() -> None:
     data = {1: (np.float64(np.inf), np.int64(3)), "a": np.array([0.5, np.nan]), "p": Path("x")}
     assert jsonable(data) == {"1": [None, 3], "a": [0.5, None], "p": "x"}
+
+
+def test_write_table_and_data_writes_markdown_and_json_beside_it(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "bench.md"
+    data = {"mae": np.array([0.05, np.nan]), "n": np.int64(129)}
+    assert write_table_and_data(out, "| a |\n", data) == out
+    assert out.read_text() == "| a |\n"
+    assert json.loads(out.with_suffix(".json").read_text()) == {"mae": [0.05, None], "n": 129}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bench.json", "bench.md"]
 
 
 def test_write_case_report_nan_becomes_null(tmp_path: Path) -> None:
