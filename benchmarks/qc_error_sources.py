@@ -14,7 +14,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from monai_qc.evaluate_run import predict_2d, reconstruct_by_record
 from monai_qc.inference import QCPredictor
 from monai_qc.report import write_table_and_data
-from monai_qc.training import QCSamples, samples_from_arrays
+from monai_qc.training import QCSamples, record_targets, samples_from_arrays
 
 logger = logging.getLogger("qc_error_sources")
 
@@ -95,10 +94,9 @@ def evaluate_split(
     with np.load(data / f"{split}.npz") as arrays:
         loaded = {key: arrays[key] for key in arrays.files}
     samples = samples_from_arrays(loaded)
-    with open(data / "records.csv") as f:
-        by_id = {int(r["record"]): r for r in csv.DictReader(f)}
+    targets = record_targets(data / "records.csv", classes)
     record_ids = np.unique(samples.record)
-    true_3d = np.array([[float(by_id[int(r)][f"dsc_{c}"]) for c in classes] for r in record_ids])
+    true_3d = np.stack([targets[int(r)] for r in record_ids])
     pred = predict_2d(predictor.network, samples)
     errors = volume_errors(samples, pred, true_3d, record_ids)
     volume = {
