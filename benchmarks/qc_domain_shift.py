@@ -58,18 +58,14 @@ def _channel_first(transform: Callable[[Any], Any]) -> Shift:
     return apply
 
 
-def _seeded(transform: Any, seed: int) -> Any:
-    transform.set_random_state(seed)
-    return transform
-
-
 def shifts(seed: int = 0) -> dict[str, tuple[str, Shift]]:
     """Name -> (description, image transform) of each simulated scanner difference."""
-    shading = {c: _seeded(RandBiasField(coeff_range=(-c, c), prob=1.0), seed) for c in (0.1, 0.2)}
+    shading = {c: RandBiasField(coeff_range=(-c, c), prob=1.0) for c in (0.1, 0.2)}
     noise = {
-        sd: _seeded(RandRicianNoise(prob=1.0, std=sd, relative=True, sample_std=False), seed)
-        for sd in (0.1, 0.25)
+        sd: RandRicianNoise(prob=1.0, std=sd, relative=True, sample_std=False) for sd in (0.1, 0.25)
     }
+    for transform in (*shading.values(), *noise.values()):
+        transform.set_random_state(seed)
     table: list[tuple[str, str, Any]] = [
         ("none", "the ACDC image as acquired", None),
         ("gamma 0.5", "brighter mid-tones (MONAI AdjustContrast, gamma 0.5)", AdjustContrast(0.5)),
