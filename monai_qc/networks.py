@@ -6,6 +6,9 @@ predicts how good the segmentation is:
 - 2D (one slice, input (B, 1+K, 128, 128)): (B, 2K) with ``[:, :K]`` the DSC per class in
   [0, 1] (sigmoid) and ``[:, K:]`` the MVSF per class in [-2, 2] (2 * tanh).
 - 3D-direct (whole stack, input (B, 1+K, 128, 128, 8)): (B, K) DSC per class in [0, 1].
+- 2D with context (``context_resnet2d``): as 2D, but the input also holds the neighbouring
+  slices (images first, then one-hot segmentations, slice -c..+c; a slice beyond the stack is
+  all zeros; see :func:`monai_qc.transforms.with_context_slices`). ``QCNet.context_slices`` is c.
 
 Every network is a backbone producing raw values wrapped by :class:`QCNet`, which applies the
 bounded output activations. Select one by name with :func:`build_qc_network`.
@@ -27,6 +30,7 @@ __all__ = [
     "UNetRegressor",
     "build_qc_network",
     "count_parameters",
+    "qc_context_resnet2d",
     "qc_resnet2d",
     "qc_resnet3d",
     "qc_unet2d",
@@ -78,6 +82,7 @@ class QCNet(nn.Module):
         test_time_views: in eval mode, average the outputs over this many mirrored / turned
             copies of a 2D input (1, 2, 4 or 8; see :func:`symmetric_views`): a mirrored or
             turned slice has the same true scores.
+        context_slices: neighbouring slices on each side held by a 2D input (0: the slice only).
     """
 
     def __init__(
@@ -86,12 +91,14 @@ class QCNet(nn.Module):
         n_classes: int,
         predict_mvsf: bool = True,
         test_time_views: int = 1,
+        context_slices: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.n_classes = n_classes
         self.predict_mvsf = predict_mvsf
         self.test_time_views = test_time_views
+        self.context_slices = context_slices
 
     @property
     def n_outputs(self) -> int:
@@ -220,6 +227,24 @@ def qc_resnet2d(
     return QCNet(_resnet(2, channels, 2 * n_classes, widths, layers), n_classes, True)
 
 
+def qc_context_resnet2d(
+    n_classes: int,
+    context_slices: int = 1,
+    widths: Sequence[int] = (32, 64, 128, 192),
+    layers: Sequence[int] = (2, 2, 2, 2),
+) -> QCNet:
+    """QC ResNet 2D reading the slice and ``context_slices`` neighbours on each side.
+
+    Input (B, (2c+1)(1+K), H, W) -> (B, 2K) DSC + MVSF of the centre slice; the neighbours
+    tell where the slice lies in the heart (a structure ending at the apex or base, or missed).
+    """
+    if context_slices < 1:
+        raise ValueError(f"context_slices must be >= 1, got {context_slices}")
+    channels = (2 * context_slices + 1) * _check(n_classes, None)
+    backbone = _resnet(2, channels, 2 * n_classes, widths, layers)
+    return QCNet(backbone, n_classes, True, context_slices=context_slices)
+
+
 def qc_resnet3d(
     n_classes: int,
     in_channels: int | None = None,
@@ -269,6 +294,7 @@ def qc_unet3d(
 
 QC_NETWORKS: dict[str, Callable[..., QCNet]] = {
     "resnet2d": qc_resnet2d,
+    "context_resnet2d": qc_context_resnet2d,
     "unet2d": qc_unet2d,
     "resnet3d": qc_resnet3d,
     "unet3d": qc_unet3d,

@@ -6,6 +6,7 @@ foreground (:class:`ForegroundSquareCrop`), so slice predictions stay comparable
 whole stack to 128 x 128 x 8 for the 3D-direct baseline) and the one-hot segmentation
 (background included) concatenated after the image: :class:`QCSliceInputs`,
 :class:`QCVolumeInput`. Volumes are (S, H, W); segmentations hold class indices 0..K-1.
+Networks with context read each slice with its neighbours: :func:`with_context_slices`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ __all__ = [
     "foreground_square_box",
     "image_and_onehot",
     "resize_slices",
+    "stack_context",
     "validate_subject",
+    "with_context_slices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -257,6 +260,28 @@ def image_and_onehot(image: torch.Tensor, seg: torch.Tensor, n_classes: int) -> 
     return torch.cat([image.float().unsqueeze(1), onehot], dim=1)
 
 
+def stack_context(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Inputs (B, 1+K, H, W) of slices -c..+c -> one input (B, (2c+1)(1+K), H, W).
+
+    Channel order: the 2c+1 images, then the 2c+1 one-hot segmentations (slice order both);
+    so the first 2c+1 channels are images (for intensity transforms).
+    """
+    return torch.cat([p[:, :1] for p in parts] + [p[:, 1:] for p in parts], dim=1)
+
+
+def with_context_slices(stack: torch.Tensor, context: int) -> torch.Tensor:
+    """Slice inputs of a whole stack (S, 1+K, H, W) with ``context`` neighbours on each side.
+
+    Returns (S, (2c+1)(1+K), H, W) in :func:`stack_context`'s order; a neighbour beyond the
+    first or last slice is all zeros (one-hot background too), so the network sees the stack end.
+    """
+    if context == 0:
+        return stack
+    padded = torch.nn.functional.pad(stack, (0, 0, 0, 0, 0, 0, context, context))
+    n = stack.shape[0]
+    return stack_context([padded[offset : offset + n] for offset in range(2 * context + 1)])
+
+
 class _SubjectInputs:
     """Crop + CLAHE shared by :class:`QCSliceInputs` and :class:`QCVolumeInput`."""
 
@@ -309,11 +334,19 @@ class QCSliceInputs(_SubjectInputs):
         min_margin: minimum crop margin in pixels.
         clahe_clip_limit: CLAHE clip limit.
         largest_component: crop around the largest connected part of the foreground only.
+        context_slices: neighbouring slices on each side in each input
+            (:func:`with_context_slices`; 0: the slice only).
 
     The crop box of the latest call is ``last_box``.
     """
 
     default_spatial_size = (128, 128)
+
+    def __init__(self, n_classes: int, *args: Any, context_slices: int = 0, **kwargs: Any):
+        super().__init__(n_classes, *args, **kwargs)
+        if context_slices < 0:
+            raise ValueError(f"context_slices must be >= 0, got {context_slices}")
+        self.context_slices = context_slices
 
     def prepare(self, image: Any, seg: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Cropped, CLAHE'd and resized image (S, H', W') and class indices (S, H', W').
@@ -326,7 +359,8 @@ class QCSliceInputs(_SubjectInputs):
         return img_t, lab_t
 
     def __call__(self, image: Any, seg: Any) -> torch.Tensor:
-        return image_and_onehot(*self.prepare(image, seg), self.n_classes)
+        stack = image_and_onehot(*self.prepare(image, seg), self.n_classes)
+        return with_context_slices(stack, self.context_slices)
 
 
 class QCVolumeInput(_SubjectInputs):

@@ -16,7 +16,13 @@ from monai_qc.networks import (
 
 K = 5  # the paper's classes: BG, LVM, LVC, LVT, LVPM
 
-EXPECTED_PARAMS = {"resnet2d": 2e6, "unet2d": 19e6, "resnet3d": 3e6, "unet3d": 21e6}
+EXPECTED_PARAMS = {
+    "resnet2d": 2e6,
+    "context_resnet2d": 2e6,
+    "unet2d": 19e6,
+    "resnet3d": 3e6,
+    "unet3d": 21e6,
+}
 
 
 def _check_bounds(out: torch.Tensor, with_mvsf: bool) -> None:
@@ -118,3 +124,21 @@ def test_test_time_views_average_mirrored_and_turned_copies_in_eval_mode_only() 
         build_qc_network("resnet2d", K, test_time_views=3)
     with pytest.raises(ValueError, match="2D QC networks"):
         build_qc_network("resnet3d", K, test_time_views=2)
+
+
+def test_context_resnet2d_reads_the_neighbouring_slices() -> None:
+    """(B, 3(1+K), H, W) -> (B, 2K); the neighbours' channels change the output."""
+    torch.manual_seed(0)
+    net = build_qc_network("context_resnet2d", K).eval()
+    assert net.context_slices == 1 and build_qc_network("resnet2d", K).context_slices == 0
+    x = torch.rand(2, 3 * (1 + K), 96, 96)
+    with torch.no_grad():
+        out = net(x)
+        alone = x.clone()
+        alone[:, [0, 2]] = 0  # neighbour images
+        changed = net(alone)
+    assert out.shape == (2, 2 * K)
+    _check_bounds(out, with_mvsf=True)
+    assert not torch.allclose(out, changed)
+    with pytest.raises(ValueError, match="context_slices must be >= 1"):
+        build_qc_network("context_resnet2d", K, context_slices=0)

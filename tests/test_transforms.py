@@ -19,6 +19,7 @@ from monai_qc.transforms import (
     crop_to_box,
     foreground_square_box,
     resize_slices,
+    with_context_slices,
 )
 
 K = 4  # background + 3 foreground classes
@@ -192,3 +193,25 @@ def test_bad_settings_raise() -> None:
         QCSliceInputs(1)
     with pytest.raises(ValueError, match="spatial_size"):
         QCVolumeInput(K, spatial_size=(128, 128))
+
+
+def test_context_slices_stack_each_slice_with_its_neighbours() -> None:
+    """Images first, then one-hots, slice order; beyond the stack all zeros (no background)."""
+    img, seg = phantom()
+    plain = QCSliceInputs(K, spatial_size=(32, 32))(img, seg)
+    out = QCSliceInputs(K, spatial_size=(32, 32), context_slices=1)(img, seg)
+    s = len(img)
+    assert out.shape == (s, 3 * (1 + K), 32, 32)
+    assert torch.equal(out, with_context_slices(plain, 1))
+    images, onehots = out[:, :3], out[:, 3:].unflatten(1, (3, K))
+    for i in range(s):
+        for j, offset in enumerate((-1, 0, 1)):
+            k = i + offset
+            if 0 <= k < s:
+                assert torch.equal(images[i, j], plain[k, 0])
+                assert torch.equal(onehots[i, j], plain[k, 1:])
+            else:
+                assert not images[i, j].any() and not onehots[i, j].any()
+    assert torch.equal(with_context_slices(plain, 0), plain)
+    with pytest.raises(ValueError, match="context_slices must be >= 0"):
+        QCSliceInputs(K, context_slices=-1)
