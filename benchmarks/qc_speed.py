@@ -48,7 +48,8 @@ def main() -> None:
         rows.append((f"{name} forward, 10 slices", count_parameters(net), median, best))
     predictor = QCPredictor.from_bundle(args.bundle)
     height, width = predictor.preprocessing.spatial_size
-    shipped = torch.rand(10, 5, height, width)
+    context = getattr(predictor.network, "context_slices", 0)
+    shipped = torch.rand(10, (2 * context + 1) * predictor.n_classes, height, width)
     with torch.inference_mode():
         median, best = _time(lambda: predictor.network(shipped), args.repeats)
     views = getattr(predictor.network, "test_time_views", 1)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from monai_qc.evaluate_run import score_table
+from monai_qc.networks import build_qc_network
 from monai_qc.report import atomic_write_text, jsonable
 from monai_qc.training import SELECTION_CRITERIA, TrainConfig, save_atomic
 
@@ -30,8 +31,14 @@ def inference_config(
     thresholds: Mapping[str, Any],
     spatial_size: tuple[int, int] = (128, 128),
     network_kwargs: Mapping[str, Any] | None = None,
+    context_slices: int = 0,
 ) -> dict[str, Any]:
-    """``configs/inference.json``: QC of a folder with ``python -m monai.bundle run``."""
+    """``configs/inference.json``: QC of a folder with ``python -m monai.bundle run``.
+
+    ``context_slices``: neighbours on each side in the network's input (its preprocessing
+    stacks them; ``QCNet.context_slices``).
+    """
+    context = {"context_slices": context_slices} if context_slices else {}
     return {
         "imports": [
             "$import pathlib",
@@ -53,6 +60,7 @@ def inference_config(
             "_target_": "monai_qc.transforms.QCSliceInputs",
             "n_classes": "@n_classes",
             "spatial_size": "@spatial_size",
+            **context,
         },
         "thresholds": dict(thresholds),
         "images_dir": "images",
@@ -97,10 +105,11 @@ def metadata(
     version: str,
     description: str,
     eval_metrics: Mapping[str, Any] | None = None,
+    context_slices: int = 0,
 ) -> dict[str, Any]:
     """``configs/metadata.json`` following MONAI's bundle metadata schema."""
     names = ["background", *sorted(labels, key=labels.__getitem__)]
-    channels = {"0": "image (CLAHE)", **{str(i + 1): f"one-hot {n}" for i, n in enumerate(names)}}
+    channels = _channel_names(names, context_slices)
     outputs = {str(i): f"DSC {n}" for i, n in enumerate(names)}
     outputs.update({str(n_classes + i): f"MVSF {n}" for i, n in enumerate(names)})
     return {
@@ -132,7 +141,7 @@ def metadata(
                     "type": "image",
                     "format": "magnitude",
                     "modality": "MR",
-                    "num_channels": 1 + n_classes,
+                    "num_channels": len(channels),
                     "spatial_shape": list(spatial_size),
                     "dtype": "float32",
                     "value_range": [0, 1],
@@ -154,6 +163,17 @@ def metadata(
             },
         },
     }
+
+
+def _channel_names(names: list[str], context_slices: int) -> dict[str, str]:
+    """Input channel descriptions: images, then one-hot maps, of slices -c..+c."""
+    if not context_slices:
+        return {"0": "image (CLAHE)", **{str(i + 1): f"one-hot {n}" for i, n in enumerate(names)}}
+    span = range(-context_slices, context_slices + 1)
+    offsets = [f"slice {o:+d}" if o else "slice" for o in span]
+    described = [f"image (CLAHE), {o}" for o in offsets]
+    described += [f"one-hot {n}, {o}" for o in offsets for n in names]
+    return {str(i): text for i, text in enumerate(described)}
 
 
 def _package_version() -> str:
@@ -180,8 +200,11 @@ def write_bundle(
     folder = Path(folder)
     (folder / "models").mkdir(parents=True, exist_ok=True)
     n_classes = 1 + len(labels)
-    config = inference_config(network_name, labels, thresholds, spatial_size, network_kwargs)
-    meta = metadata(labels, n_classes, spatial_size, version, description, eval_metrics)
+    context = int(getattr(network, "context_slices", 0))
+    config = inference_config(
+        network_name, labels, thresholds, spatial_size, network_kwargs, context
+    )
+    meta = metadata(labels, n_classes, spatial_size, version, description, eval_metrics, context)
     atomic_write_text(folder / "configs" / "inference.json", json.dumps(config, indent=2))
     atomic_write_text(folder / "configs" / "metadata.json", json.dumps(meta, indent=2))
     settings = train_config or TrainConfig(network_name, spatial_size=int(spatial_size[0]))
@@ -236,6 +259,17 @@ def training_summary(settings: Mapping[str, Any]) -> str:
             "scored against the expert labels"
         )
     return text + "."
+
+
+def _context_phrase(settings: Mapping[str, Any] | None, n_classes: int) -> str:
+    """How many neighbouring slices the bundled network reads with each slice, if any."""
+    if not settings or not settings.get("network"):
+        return ""
+    context = build_qc_network(settings["network"], n_classes).context_slices
+    if not context:
+        return ""
+    side = "slice" if context == 1 else f"{context} slices"
+    return f", together with the same of the neighbouring {side} on each side"
 
 
 def _split_sentence(split: Mapping[str, list[str]]) -> str:
@@ -298,7 +332,7 @@ def bundle_readme(
         )
         + ". Input: square image crop around the largest connected part of the segmentation, "
         f"CLAHE, {manifest['spatial_size'][0]} x {manifest['spatial_size'][1]} pixels, with the "
-        "one-hot segmentation.",
+        f"one-hot segmentation{_context_phrase(settings, len(classes) + 1)}.",
         "",
         *([_split_sentence(split), ""] if split else []),
         *([training_summary(settings), ""] if settings else []),

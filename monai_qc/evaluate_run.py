@@ -23,6 +23,9 @@ __all__ = ["evaluate_run", "predict_2d", "reconstruct_by_record", "variant_agree
 
 logger = logging.getLogger(__name__)
 
+EVALUATED_NETWORKS = ("resnet2d", "context_resnet2d", "unet2d", "resnet3d", "unet3d")
+"""Networks of a run that ``evaluate`` looks for (sub-folders with ``best.pt``), in table order."""
+
 
 def _load(run: Path, name: str, n_classes: int, views: int) -> torch.nn.Module | None:
     weights = run / name / "best.pt"
@@ -34,10 +37,11 @@ def _load(run: Path, name: str, n_classes: int, views: int) -> torch.nn.Module |
 
 
 def predict_2d(network: torch.nn.Module, samples: QCSamples, batch_size: int = 128) -> np.ndarray:
-    """(N, 2K) predictions for every slice of a split."""
+    """(N, 2K) predictions for every slice of a split (with the network's context slices)."""
+    context = getattr(network, "context_slices", 0)
     with torch.inference_mode():
         chunks = torch.arange(len(samples)).split(batch_size)
-        return torch.cat([network(samples.inputs(i)) for i in chunks]).numpy()
+        return torch.cat([network(samples.inputs(i, context=context)) for i in chunks]).numpy()
 
 
 def reconstruct_by_record(
@@ -191,7 +195,7 @@ def evaluate_run(
         "networks": {},
     }
     errors_3d: dict[str, np.ndarray] = {}
-    for name in ("resnet2d", "unet2d", "resnet3d", "unet3d"):
+    for name in EVALUATED_NETWORKS:
         network = _load(run, name, k, test_time_views)
         if network is None:
             continue
@@ -237,7 +241,11 @@ def evaluate_run(
         f"{a}_vs_{b}": {
             classes[j]: compare_errors(errors_3d[a][:, j], errors_3d[b][:, j]) for j in fg
         }
-        for a, b in (("resnet2d", "resnet3d"), ("unet2d", "unet3d"))
+        for a, b in (
+            ("resnet2d", "resnet3d"),
+            ("context_resnet2d", "resnet3d"),
+            ("unet2d", "unet3d"),
+        )
         if a in errors_3d and b in errors_3d
     }
     if collected is not None:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from monai_qc.networks import build_qc_network
 from monai_qc.report import atomic_write_text
 from monai_qc.slice_damage import damage_batch, slice_scores
+from monai_qc.transforms import stack_context
 
 __all__ = [
     "QCSamples",
@@ -53,14 +54,55 @@ class QCSamples:
     record: np.ndarray  # (N,)
     n_classes: int
     truth: torch.Tensor | None = None  # (N, H, W) uint8 expert labels, same crop as seg
+    slice_index: np.ndarray | None = None  # (N,) slice of each sample within its record
     _eligible: torch.Tensor | None = field(default=None, repr=False)
+    _rows: dict[tuple[int, int], int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
 
-    def inputs(self, index: torch.Tensor, spatial_size: int | None = None) -> torch.Tensor:
-        """Network inputs (B, 1+K, H, W) of the samples at ``index``."""
-        return self._inputs(self.image[index], self.seg[index], spatial_size)
+    def inputs(
+        self, index: torch.Tensor, spatial_size: int | None = None, context: int = 0
+    ) -> torch.Tensor:
+        """Network inputs (B, 1+K, H, W) of the samples at ``index``.
+
+        With ``context`` c > 0: (B, (2c+1)(1+K), H, W), each slice with its c neighbours on
+        each side (:func:`monai_qc.transforms.with_context_slices`).
+        """
+        centre = self._inputs(self.image[index], self.seg[index], spatial_size)
+        return self._with_context(index, centre, context, spatial_size)
+
+    def neighbours(self, index: torch.Tensor, offset: int) -> torch.Tensor:
+        """Row of the slice ``offset`` away from each sample in its record, or -1 (none)."""
+        if self.slice_index is None:
+            raise ValueError("no slice indices ('slice') in the data set; rebuild it")
+        if self._rows is None:
+            pairs = zip(self.record.tolist(), self.slice_index.tolist(), strict=True)
+            self._rows = {pair: row for row, pair in enumerate(pairs)}
+        record, slices = self.record[index.numpy()], self.slice_index[index.numpy()]
+        found = [
+            self._rows.get((int(r), int(z) + offset), -1)
+            for r, z in zip(record, slices, strict=True)
+        ]
+        return torch.tensor(found, dtype=torch.long)
+
+    def _with_context(
+        self, index: torch.Tensor, centre: torch.Tensor, context: int, spatial_size: int | None
+    ) -> torch.Tensor:
+        if context == 0:
+            return centre
+        parts = []
+        for offset in range(-context, context + 1):
+            if offset == 0:
+                parts.append(centre)
+                continue
+            rows = self.neighbours(index, offset)
+            part = torch.zeros_like(centre)
+            ok = rows >= 0
+            if ok.any():
+                part[ok] = self._inputs(self.image[rows[ok]], self.seg[rows[ok]], spatial_size)
+            parts.append(part)
+        return stack_context(parts)
 
     def _inputs(
         self, image: torch.Tensor, seg: torch.Tensor, spatial_size: int | None = None
@@ -84,11 +126,16 @@ class QCSamples:
         return self._eligible
 
     def damaged_batch(
-        self, index: torch.Tensor, probability: float, generator: torch.Generator
+        self,
+        index: torch.Tensor,
+        probability: float,
+        generator: torch.Generator,
+        context: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of ``index``, a ``probability`` share synthetically damaged.
 
-        Damaged samples are scored against ``truth`` (see :mod:`monai_qc.slice_damage`).
+        Damaged samples are scored against ``truth`` (see :mod:`monai_qc.slice_damage`); only
+        the centre slice is damaged, its ``context`` neighbours keep their segmentation.
         """
         eligible = self.damage_eligible()[index]  # raises without expert labels
         assert self.truth is not None
@@ -98,7 +145,8 @@ class QCSamples:
         if damaged.any():
             dsc, mvsf = slice_scores(seg[damaged], truth[damaged], self.n_classes)
             targets[damaged] = torch.cat([dsc, mvsf], dim=1)
-        return self._inputs(self.image[index], seg), targets
+        centre = self._inputs(self.image[index], seg)
+        return self._with_context(index, centre, context, None), targets
 
     def targets(self, index: torch.Tensor) -> torch.Tensor:
         """Targets (B, 2K): DSCs then MVSFs."""
@@ -122,6 +170,7 @@ def samples_from_arrays(data: Mapping[str, np.ndarray]) -> QCSamples:
         data["record"],
         int(data["dsc"].shape[1]),
         torch.from_numpy(data["truth"]) if "truth" in data else None,
+        data.get("slice"),
     )
 
 
@@ -207,8 +256,12 @@ def output_weights(config: TrainConfig, n_outputs: int, n_classes: int) -> torch
     return weights
 
 
-def _small_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Rotate each sample by up to 15 degrees and scale it by 0.9-1.1 (labels: nearest)."""
+def _small_affine(x: torch.Tensor, generator: torch.Generator, n_images: int) -> torch.Tensor:
+    """Rotate each sample by up to 15 degrees and scale it by 0.9-1.1 (labels: nearest).
+
+    The first ``n_images`` channels are images; the rest are one-hot maps of ``n_images``
+    slices, background filled in outside the turned slice (not for all-zero absent slices).
+    """
     n = x.shape[0]
     angle = torch.empty(n).uniform_(-np.pi / 12, np.pi / 12, generator=generator)
     scale = torch.empty(n).uniform_(0.9, 1.1, generator=generator)
@@ -216,27 +269,34 @@ def _small_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     zero = torch.zeros(n)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    image = F.grid_sample(x[:, :1], grid, mode="bilinear", align_corners=False)
-    labels = F.grid_sample(x[:, 1:], grid, mode="nearest", align_corners=False)
-    labels[:, 0] += 1 - labels.sum(1)  # outside the slice: background
-    return torch.cat([image, labels], dim=1)
+    image = F.grid_sample(x[:, :n_images], grid, mode="bilinear", align_corners=False)
+    onehot = x[:, n_images:].unflatten(1, (n_images, -1))  # (B, slices, K, H, W)
+    present = onehot.flatten(2).sum(2) > 0  # (B, slices): False for a slice beyond the stack
+    labels = F.grid_sample(x[:, n_images:], grid, mode="nearest", align_corners=False)
+    labels = labels.unflatten(1, (n_images, -1))
+    labels[:, :, 0] += present[..., None, None] * (1 - labels.sum(2))  # outside: background
+    return torch.cat([image, labels.flatten(1, 2)], dim=1)
 
 
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _augment(x: torch.Tensor, generator: torch.Generator, n_images: int = 1) -> torch.Tensor:
     """Flips, turns, small zooms, intensity gamma and noise; the DSC/MVSF barely change.
 
     Quarter turns and flips keep every score; the small rotation and zoom move the labels by
     nearest neighbour, so a slice's scores change by a little (thin structures most).
+    ``n_images``: image channels (2c+1 for inputs with c context slices on each side); every
+    slice of a sample gets the same transform, and a slice beyond the stack stays all zeros.
     """
     if torch.rand(1, generator=generator) < 0.5:
         x = x.flip(-1)
     x = torch.rot90(x, int(torch.randint(0, 4, (1,), generator=generator)), dims=(-2, -1))
-    x = _small_affine(x, generator)
+    present = x[:, n_images:].unflatten(1, (n_images, -1)).flatten(2).sum(2) > 0
+    x = _small_affine(x, generator, n_images)
     gamma = torch.exp(torch.empty(x.shape[0], 1, 1, 1).uniform_(-0.3, 0.3, generator=generator))
-    image = x[:, :1].clamp(min=0) ** gamma
+    image = x[:, :n_images].clamp(min=0) ** gamma
     sigma = torch.empty(x.shape[0], 1, 1, 1).uniform_(0.0, 0.05, generator=generator)
     image = image + sigma * torch.randn(image.shape, generator=generator)
-    return torch.cat([image, x[:, 1:]], dim=1)
+    image = image * present[..., None, None]
+    return torch.cat([image, x[:, n_images:]], dim=1)
 
 
 def fit(
@@ -307,7 +367,7 @@ def fit(
             else:
                 x, y = train_batch(index, generator)
             if config.augment and x.dim() == 4:
-                x = _augment(x, generator)
+                x = _augment(x, generator, 2 * network.context_slices + 1)
             loss = weighted_mse(network(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -362,6 +422,7 @@ def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Modul
     data, out_dir = Path(data), Path(out_dir)
     classes = json.loads((data / "manifest.json").read_text())["classes"]
     train_set, val_set = load_samples(data / "train.npz"), load_samples(data / "val.npz")
+    context = build_qc_network(config.network, len(classes)).context_slices
     train_batch = None
     if config.damage_probability > 0:
         if train_set.truth is None:
@@ -373,13 +434,13 @@ def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Modul
         def train_batch(
             index: torch.Tensor, generator: torch.Generator
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            return train_set.damaged_batch(index, config.damage_probability, generator)
+            return train_set.damaged_batch(index, config.damage_probability, generator, context)
 
     return fit(
         config,
-        train_set.inputs,
+        lambda index: train_set.inputs(index, context=context),
         train_set.targets(torch.arange(len(train_set))),
-        val_set.inputs,
+        lambda index: val_set.inputs(index, context=context),
         val_set.targets(torch.arange(len(val_set))),
         len(classes),
         out_dir,
