@@ -209,8 +209,9 @@ class QCPredictor:
     """Predicts per-slice DSC/MVSF and the reconstructed 3D DSC of a segmentation.
 
     Args:
-        network: QC network mapping (B, 1+K, H, W) to (B, 2K) (DSCs then MVSFs).
-        preprocessing: callable (image, class-index segmentation) -> (S, 1+K, H, W) tensor.
+        network: QC network mapping (B, C, H, W) to (B, 2K) (DSCs then MVSFs).
+        preprocessing: callable (image, class-index segmentation) -> (S, C, H, W) tensor; C is
+            1+K, or (2c+1)(1+K) for a network reading c neighbouring slices on each side.
         labels: foreground class name -> label value.
         thresholds: case and slice thresholds.
         device: torch device of the network.
@@ -226,6 +227,14 @@ class QCPredictor:
         device: str | torch.device = "cpu",
         name: str = "qc",
     ) -> None:
+        context = getattr(network, "context_slices", 0)
+        stacked = getattr(preprocessing, "context_slices", context)
+        if stacked != context:
+            raise ValueError(
+                f"the network reads {context} neighbouring slices on each side but the "
+                f"preprocessing stacks {stacked}; set the preprocessing's context_slices to "
+                f"{context}"
+            )
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.preprocessing = preprocessing

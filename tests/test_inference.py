@@ -120,3 +120,18 @@ def test_bad_input_names_the_case(predictor: QCPredictor, image, seg, message: s
     with pytest.raises(QCInputError, match=message) as info:
         predictor.predict(image, seg, case="bad_case")
     assert "bad_case" in str(info.value)
+
+
+def test_network_and_preprocessing_must_agree_on_context_slices() -> None:
+    """A context network with single-slice preprocessing is refused, naming both counts."""
+    from monai_qc.networks import build_qc_network
+    from monai_qc.transforms import QCSliceInputs
+
+    network = build_qc_network("context_resnet2d", 4)
+    with pytest.raises(
+        ValueError, match="reads 1 neighbouring slices on each side but the preprocessing stacks 0"
+    ):
+        QCPredictor(network, QCSliceInputs(4), PHANTOM_LABELS)
+    predictor = QCPredictor(network, QCSliceInputs(4, context_slices=1), PHANTOM_LABELS)
+    image, labels = make_phantom(5, n_slices=5)
+    assert predictor.predict(image, labels, (10.0, 1.5, 1.5)).slice_dsc.shape == (5, 4)
