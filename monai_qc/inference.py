@@ -231,9 +231,9 @@ class QCPredictor:
         stacked = getattr(preprocessing, "context_slices", context)
         if stacked != context:
             raise ValueError(
-                f"the network reads {context} neighbouring slices on each side but the "
-                f"preprocessing stacks {stacked}; set the preprocessing's context_slices to "
-                f"{context}"
+                f"the network reads context_slices={context} (neighbouring slices on each "
+                f"side) but the preprocessing stacks context_slices={stacked}; set the "
+                "preprocessing's context_slices to match"
             )
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
