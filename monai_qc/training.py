@@ -256,12 +256,16 @@ def output_weights(config: TrainConfig, n_outputs: int, n_classes: int) -> torch
     return weights
 
 
-def _small_affine(x: torch.Tensor, generator: torch.Generator, n_images: int) -> torch.Tensor:
+def _small_affine(
+    x: torch.Tensor, generator: torch.Generator, present: torch.Tensor
+) -> torch.Tensor:
     """Rotate each sample by up to 15 degrees and scale it by 0.9-1.1 (labels: nearest).
 
-    The first ``n_images`` channels are images; the rest are one-hot maps of ``n_images``
-    slices, background filled in outside the turned slice (not for all-zero absent slices).
+    ``present`` (B, slices): which slices of each sample exist. The first ``slices`` channels
+    are images, the rest one-hot maps of those slices; background is filled in outside the
+    turned slice, except on absent (all-zero) slices.
     """
+    n_images = present.shape[1]
     n = x.shape[0]
     angle = torch.empty(n).uniform_(-np.pi / 12, np.pi / 12, generator=generator)
     scale = torch.empty(n).uniform_(0.9, 1.1, generator=generator)
@@ -270,8 +274,6 @@ def _small_affine(x: torch.Tensor, generator: torch.Generator, n_images: int) ->
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     image = F.grid_sample(x[:, :n_images], grid, mode="bilinear", align_corners=False)
-    onehot = x[:, n_images:].unflatten(1, (n_images, -1))  # (B, slices, K, H, W)
-    present = onehot.flatten(2).sum(2) > 0  # (B, slices): False for a slice beyond the stack
     labels = F.grid_sample(x[:, n_images:], grid, mode="nearest", align_corners=False)
     labels = labels.unflatten(1, (n_images, -1))
     labels[:, :, 0] += present[..., None, None] * (1 - labels.sum(2))  # outside: background
@@ -289,8 +291,9 @@ def _augment(x: torch.Tensor, generator: torch.Generator, n_images: int = 1) -> 
     if torch.rand(1, generator=generator) < 0.5:
         x = x.flip(-1)
     x = torch.rot90(x, int(torch.randint(0, 4, (1,), generator=generator)), dims=(-2, -1))
+    # (B, slices): False for a slice beyond the stack (all its one-hot channels zero)
     present = x[:, n_images:].unflatten(1, (n_images, -1)).flatten(2).sum(2) > 0
-    x = _small_affine(x, generator, n_images)
+    x = _small_affine(x, generator, present)
     gamma = torch.exp(torch.empty(x.shape[0], 1, 1, 1).uniform_(-0.3, 0.3, generator=generator))
     image = x[:, :n_images].clamp(min=0) ** gamma
     sigma = torch.empty(x.shape[0], 1, 1, 1).uniform_(0.0, 0.05, generator=generator)
