@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from monai_qc.evaluation import agreement, compare_errors, group_mae, rank_correlation
-from monai_qc.networks import build_qc_network
+from monai_qc.networks import QC_NETWORKS, build_qc_network
 from monai_qc.qc_dataset import SPLITS
 from monai_qc.reconstruction import reconstruct_volume_dsc
 from monai_qc.report import atomic_write_text, jsonable
@@ -22,9 +22,6 @@ from monai_qc.training import QCSamples, samples_from_arrays, volume_inputs
 __all__ = ["evaluate_run", "predict_2d", "reconstruct_by_record", "variant_agreement"]
 
 logger = logging.getLogger(__name__)
-
-EVALUATED_NETWORKS = ("resnet2d", "context_resnet2d", "unet2d", "resnet3d", "unet3d")
-"""Networks of a run that ``evaluate`` looks for (sub-folders with ``best.pt``), in table order."""
 
 
 def _load(run: Path, name: str, n_classes: int, views: int) -> torch.nn.Module | None:
@@ -195,7 +192,7 @@ def evaluate_run(
         "networks": {},
     }
     errors_3d: dict[str, np.ndarray] = {}
-    for name in EVALUATED_NETWORKS:
+    for name in QC_NETWORKS:  # registry order is the table order
         network = _load(run, name, k, test_time_views)
         if network is None:
             continue
