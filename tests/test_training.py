@@ -10,72 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qc_data_fixtures
 from click.testing import CliRunner
-from scipy import ndimage
 
 from monai_qc import QCPredictor
 from monai_qc.bundle_writer import write_bundle
 from monai_qc.cli import main
-from monai_qc.io import read_volume
 from monai_qc.networks import build_qc_network
-from monai_qc.phantom import PHANTOM_LABELS, make_phantom, write_nnunet_dataset
-from monai_qc.qc_collect import TrueScoreCollector
-from monai_qc.qc_dataset import build_qc_dataset
-from nnunet_hooks.hookspecs import SegmentedCase
-from nnunet_hooks.manager import get_plugin_manager
+from monai_qc.phantom import PHANTOM_LABELS, make_phantom
 
-CLASSES = ["background", "RV", "MYO", "LV"]
-
-
-def _damage(labels: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
-    """Segmentations of graded quality: erode/dilate classes, shift, drop slices."""
-    seg = labels.copy()
-    if level == 0:
-        return seg
-    for value in (1, 2, 3):
-        mask = seg == value
-        grown = ndimage.binary_dilation(mask, iterations=level) & (seg == 0)
-        if rng.random() < 0.5:
-            seg[grown] = value
-        else:
-            seg[mask & ~ndimage.binary_erosion(mask, iterations=level)] = 0
-    seg = np.roll(seg, level, axis=2)
-    seg[int(rng.integers(0, len(seg)))] = 0
-    return seg
-
-
-@pytest.fixture(scope="module")
-def qc_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("qcdata")
-    dataset = write_nnunet_dataset(
-        root / "Dataset902_Phantom", 12, seed=5, n_slices=6, size=(64, 64)
-    )
-    collected = root / "collected"
-    collector = TrueScoreCollector(dataset / "labelsTr", ".nii.gz", [0, 1, 2, 3], collected)
-    hook = get_plugin_manager([collector], load_entry_points=False).hook
-    rng = np.random.default_rng(0)
-    cases = sorted(p.name[: -len(".nii.gz")] for p in (dataset / "labelsTr").iterdir())
-    for level in range(4):
-        model = {"name": f"m{level}", "training_cases": cases[:4]}
-        hook.run_started(config={"model": model}, output_folder=None)
-        for case in cases:
-            labels = read_volume(dataset / "labelsTr" / f"{case}.nii.gz")[0]
-            seg = _damage(labels, level, rng)
-            hook.case_segmented(case=SegmentedCase(case, seg, None, (10.0, 1.5, 1.5), {}, model))
-        hook.run_finished(summary={"model": model})
-    out = root / "qc"
-    build_qc_dataset(
-        collected,
-        dataset,
-        out,
-        CLASSES,
-        "MYO",
-        (0, 0.5, 1),
-        (0.5, 0.25, 0.25),
-        seed=1,
-        spatial_size=(32, 32),
-    )
-    return {"dataset": dataset, "collected": collected, "data": out, "root": root}
+CLASSES = qc_data_fixtures.CLASSES
+qc_data = qc_data_fixtures.qc_data
 
 
 def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
@@ -425,83 +370,3 @@ def test_initial_weights_that_are_not_a_state_dict_are_named(tmp_path: Path) -> 
         initial_state(listed)
     with pytest.raises(FileNotFoundError, match="no initial weights"):
         initial_state(tmp_path)
-
-
-def test_samples_with_context_match_the_subject_transform(qc_data: dict[str, Path]) -> None:
-    """QCSamples.inputs(context=1) equals with_context_slices of each record's whole stack."""
-    import torch
-
-    from monai_qc.training import load_samples
-    from monai_qc.transforms import with_context_slices
-
-    val = load_samples(qc_data["data"] / "val.npz")
-    assert val.slice_index is not None
-    shuffled = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
-    x = val.inputs(shuffled, context=1)
-    for record in np.unique(val.record):
-        rows = torch.from_numpy(np.flatnonzero(val.record == record))
-        rows = rows[np.argsort(val.slice_index[rows.numpy()])]
-        expected = with_context_slices(val.inputs(rows), 1)
-        where = [int((shuffled == r).nonzero()) for r in rows]
-        assert torch.equal(x[where], expected)
-
-
-def test_context_augmentation_turns_every_slice_alike_and_keeps_absent_ones_empty() -> None:
-    """One transform per sample for all its slices; a slice beyond the stack stays zeros."""
-    import torch
-
-    from monai_qc.training import _augment
-    from monai_qc.transforms import with_context_slices
-
-    image, labels = make_phantom(3, n_slices=8, size=(64, 64))
-    seg = torch.as_tensor(labels.astype(np.int64))
-    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
-    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
-    stacked = with_context_slices(x, 1)
-    same = stacked.clone()
-    same[:, 3:] = stacked[:, 7:11].repeat(1, 3, 1, 1)  # every slice's labels: the centre's
-    y = _augment(same, torch.Generator().manual_seed(0), 3)
-    labels_out = y[:, 3:].unflatten(1, (3, 4))
-    assert torch.equal(labels_out[:, 0], labels_out[:, 1])
-    assert torch.equal(labels_out[:, 2], labels_out[:, 1])
-    z = _augment(stacked, torch.Generator().manual_seed(0), 3)
-    assert not z[0, 0].any() and not z[0, 3:7].any()  # before the first slice
-    assert not z[-1, 2].any() and not z[-1, 11:].any()  # after the last slice
-    assert torch.equal(z[1:, 3:7].sum(1), torch.ones(7, 64, 64))
-
-
-def test_context_network_trains_and_bundles(qc_data: dict[str, Path], tmp_path: Path) -> None:
-    """A context_resnet2d fits, its bundle passes verify_net_in_out and predicts a subject."""
-    from monai_qc.training import TrainConfig, fit_slices
-
-    config = TrainConfig("context_resnet2d", 1, 16, spatial_size=32, damage_probability=0.5)
-    network = fit_slices(qc_data["data"], tmp_path / "fit", config)
-    history = json.loads((tmp_path / "fit" / "history.json").read_text())
-    assert len(history) == 1 and np.isfinite(history[0]["val_loss"])
-    bundle = write_bundle(
-        tmp_path / "bundle",
-        network,
-        "context_resnet2d",
-        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
-        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
-        spatial_size=(32, 32),
-    )
-    inference = json.loads((bundle / "configs" / "inference.json").read_text())
-    assert inference["preprocessing"]["context_slices"] == 1
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 15
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def"),
-            *("--meta_file", str(bundle / "configs" / "metadata.json")),
-            *("--config_file", str(bundle / "configs" / "inference.json")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    image, labels = make_phantom(7, n_slices=6, size=(64, 64))
-    report = QCPredictor.from_bundle(bundle).predict(image, labels, (10.0, 1.5, 1.5), "p")
-    assert report.slice_dsc.shape == (6, 4)
-    assert np.all((report.slice_dsc >= 0) & (report.slice_dsc <= 1))

@@ -1,0 +1,74 @@
+"""A small QC data set built from phantoms with damaged segmentations, for training tests.
+
+Import it into a test module (``from qc_data_fixtures import qc_data``). ``qc_data`` is
+session-scoped, so it is built once per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from monai_qc.io import read_volume
+from monai_qc.phantom import write_nnunet_dataset
+from monai_qc.qc_collect import TrueScoreCollector
+from monai_qc.qc_dataset import build_qc_dataset
+from nnunet_hooks.hookspecs import SegmentedCase
+from nnunet_hooks.manager import get_plugin_manager
+
+CLASSES = ["background", "RV", "MYO", "LV"]
+
+
+def _damage(labels: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
+    """Segmentations of graded quality: erode/dilate classes, shift, drop slices."""
+    seg = labels.copy()
+    if level == 0:
+        return seg
+    for value in (1, 2, 3):
+        mask = seg == value
+        grown = ndimage.binary_dilation(mask, iterations=level) & (seg == 0)
+        if rng.random() < 0.5:
+            seg[grown] = value
+        else:
+            seg[mask & ~ndimage.binary_erosion(mask, iterations=level)] = 0
+    seg = np.roll(seg, level, axis=2)
+    seg[int(rng.integers(0, len(seg)))] = 0
+    return seg
+
+
+@pytest.fixture(scope="session")
+def qc_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """QC data set of 12 phantom patients segmented by four models of graded quality."""
+    root = tmp_path_factory.mktemp("qcdata")
+    dataset = write_nnunet_dataset(
+        root / "Dataset902_Phantom", 12, seed=5, n_slices=6, size=(64, 64)
+    )
+    collected = root / "collected"
+    collector = TrueScoreCollector(dataset / "labelsTr", ".nii.gz", [0, 1, 2, 3], collected)
+    hook = get_plugin_manager([collector], load_entry_points=False).hook
+    rng = np.random.default_rng(0)
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (dataset / "labelsTr").iterdir())
+    for level in range(4):
+        model = {"name": f"m{level}", "training_cases": cases[:4]}
+        hook.run_started(config={"model": model}, output_folder=None)
+        for case in cases:
+            labels = read_volume(dataset / "labelsTr" / f"{case}.nii.gz")[0]
+            seg = _damage(labels, level, rng)
+            hook.case_segmented(case=SegmentedCase(case, seg, None, (10.0, 1.5, 1.5), {}, model))
+        hook.run_finished(summary={"model": model})
+    out = root / "qc"
+    build_qc_dataset(
+        collected,
+        dataset,
+        out,
+        CLASSES,
+        "MYO",
+        (0, 0.5, 1),
+        (0.5, 0.25, 0.25),
+        seed=1,
+        spatial_size=(32, 32),
+    )
+    return {"dataset": dataset, "collected": collected, "data": out, "root": root}

@@ -1,0 +1,98 @@
+"""Training, evaluating and bundling a QC network that reads each slice with its neighbours."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import qc_data_fixtures
+
+from monai_qc import QCPredictor
+from monai_qc.bundle_writer import write_bundle
+from monai_qc.phantom import make_phantom
+
+CLASSES = qc_data_fixtures.CLASSES
+qc_data = qc_data_fixtures.qc_data
+
+
+def test_samples_with_context_match_the_subject_transform(qc_data: dict[str, Path]) -> None:
+    """QCSamples.inputs(context=1) equals with_context_slices of each record's whole stack."""
+    import torch
+
+    from monai_qc.training import load_samples
+    from monai_qc.transforms import with_context_slices
+
+    val = load_samples(qc_data["data"] / "val.npz")
+    assert val.slice_index is not None
+    shuffled = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
+    x = val.inputs(shuffled, context=1)
+    for record in np.unique(val.record):
+        rows = torch.from_numpy(np.flatnonzero(val.record == record))
+        rows = rows[np.argsort(val.slice_index[rows.numpy()])]
+        expected = with_context_slices(val.inputs(rows), 1)
+        where = [int((shuffled == r).nonzero()) for r in rows]
+        assert torch.equal(x[where], expected)
+
+
+def test_context_augmentation_turns_every_slice_alike_and_keeps_absent_ones_empty() -> None:
+    """One transform per sample for all its slices; a slice beyond the stack stays zeros."""
+    import torch
+
+    from monai_qc.training import _augment
+    from monai_qc.transforms import with_context_slices
+
+    image, labels = make_phantom(3, n_slices=8, size=(64, 64))
+    seg = torch.as_tensor(labels.astype(np.int64))
+    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
+    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
+    stacked = with_context_slices(x, 1)
+    same = stacked.clone()
+    same[:, 3:] = stacked[:, 7:11].repeat(1, 3, 1, 1)  # every slice's labels: the centre's
+    y = _augment(same, torch.Generator().manual_seed(0), 3)
+    labels_out = y[:, 3:].unflatten(1, (3, 4))
+    assert torch.equal(labels_out[:, 0], labels_out[:, 1])
+    assert torch.equal(labels_out[:, 2], labels_out[:, 1])
+    z = _augment(stacked, torch.Generator().manual_seed(0), 3)
+    assert not z[0, 0].any() and not z[0, 3:7].any()  # before the first slice
+    assert not z[-1, 2].any() and not z[-1, 11:].any()  # after the last slice
+    assert torch.equal(z[1:, 3:7].sum(1), torch.ones(7, 64, 64))
+
+
+def test_context_network_trains_and_bundles(qc_data: dict[str, Path], tmp_path: Path) -> None:
+    """A context_resnet2d fits, its bundle passes verify_net_in_out and predicts a subject."""
+    from monai_qc.training import TrainConfig, fit_slices
+
+    config = TrainConfig("context_resnet2d", 1, 16, spatial_size=32, damage_probability=0.5)
+    network = fit_slices(qc_data["data"], tmp_path / "fit", config)
+    history = json.loads((tmp_path / "fit" / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["val_loss"])
+    bundle = write_bundle(
+        tmp_path / "bundle",
+        network,
+        "context_resnet2d",
+        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
+        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
+        spatial_size=(32, 32),
+    )
+    inference = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert inference["preprocessing"]["context_slices"] == 1
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 15
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def"),
+            *("--meta_file", str(bundle / "configs" / "metadata.json")),
+            *("--config_file", str(bundle / "configs" / "inference.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    image, labels = make_phantom(7, n_slices=6, size=(64, 64))
+    report = QCPredictor.from_bundle(bundle).predict(image, labels, (10.0, 1.5, 1.5), "p")
+    assert report.slice_dsc.shape == (6, 4)
+    assert np.all((report.slice_dsc >= 0) & (report.slice_dsc <= 1))
