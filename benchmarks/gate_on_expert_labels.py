@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from monai_qc.bundle import resolve_bundle
 from monai_qc.inference import QCPredictor, QCResult
-from monai_qc.io import patient_of, read_volume
+from monai_qc.io import dataset_file_ending, labelled_case_ids, patient_of, read_volume
 from monai_qc.report import write_table_and_data
 
 logger = logging.getLogger("gate_on_expert_labels")
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     bundle = resolve_bundle(args.bundle)
     predictor = QCPredictor.from_bundle(bundle)
-    ending = json.loads((args.dataset / "dataset.json").read_text()).get("file_ending", ".nii.gz")
-    cases = sorted(p.name[: -len(ending)] for p in (args.dataset / "labelsTr").glob(f"*{ending}"))
+    ending = dataset_file_ending(args.dataset)
+    cases = labelled_case_ids(args.dataset)
     outcomes = {}
     for case in tqdm(cases, desc="expert labels"):
         image, spacing, _ = read_volume(args.dataset / "imagesTr" / f"{case}_0000{ending}")

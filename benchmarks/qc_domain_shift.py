@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from monai_qc.bundle import resolve_bundle
 from monai_qc.evaluation import agreement
 from monai_qc.inference import QCPredictor
-from monai_qc.io import read_volume
+from monai_qc.io import dataset_file_ending, read_volume
 from monai_qc.report import write_table_and_data
 
 logger = logging.getLogger("qc_domain_shift")
@@ -181,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     classes = list(predictor.labels)
     rows = split_records(args.data, args.split)
     true = np.array([[float(row[f"dsc_{c}"]) for c in classes] for row in rows])
-    ending = json.loads((args.dataset / "dataset.json").read_text()).get("file_ending", ".nii.gz")
+    ending = dataset_file_ending(args.dataset)
     named = shifts(args.seed)
     pred = {name: np.zeros_like(true) for name in named}
     failed = {name: np.zeros(len(rows), dtype=bool) for name in named}

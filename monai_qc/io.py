@@ -24,7 +24,9 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "CaseInputs",
     "CasePair",
+    "dataset_file_ending",
     "label_map_from_dataset_json",
+    "labelled_case_ids",
     "load_case",
     "pair_cases",
     "patient_of",
@@ -284,6 +286,39 @@ def pair_cases(
     return pairs, problems
 
 
+def _read_dataset_json(path: Path) -> dict:
+    """The parsed ``dataset.json`` at ``path`` (a JSON object)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise QCInputError(path, f"cannot be read: {error.strerror or error}") from error
+    except json.JSONDecodeError as error:
+        raise QCInputError(path, f"is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise QCInputError(path, "is not a JSON object")
+    return data
+
+
+def dataset_file_ending(dataset: str | Path) -> str:
+    """The ``file_ending`` (e.g. ``.nii.gz``) of the nnU-Net raw data set folder ``dataset``.
+
+    Raises:
+        QCInputError: its ``dataset.json`` is unreadable or names no ``file_ending``.
+    """
+    path = Path(dataset) / "dataset.json"
+    ending = _read_dataset_json(path).get("file_ending")
+    if not isinstance(ending, str) or not ending.startswith("."):
+        raise QCInputError(path, f'has no "file_ending" such as ".nii.gz" (found {ending!r})')
+    return ending
+
+
+def labelled_case_ids(dataset: str | Path) -> list[str]:
+    """Sorted identifiers of the cases in ``labelsTr`` of the nnU-Net raw data set ``dataset``."""
+    ending = dataset_file_ending(dataset)
+    labels = Path(dataset) / "labelsTr"
+    return sorted(p.name[: -len(ending)] for p in labels.glob(f"*{ending}"))
+
+
 def label_map_from_dataset_json(path: str | Path) -> dict[str, int]:
     """Read the foreground label map of an nnU-Net ``dataset.json``.
 
@@ -297,13 +332,7 @@ def label_map_from_dataset_json(path: str | Path) -> dict[str, int]:
         QCInputError: the file is unreadable, is not JSON or has no usable ``labels``.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise QCInputError(path, f"cannot be read: {error.strerror or error}") from error
-    except json.JSONDecodeError as error:
-        raise QCInputError(path, f"is not valid JSON: {error}") from error
-    labels = data.get("labels") if isinstance(data, dict) else None
+    labels = _read_dataset_json(path).get("labels")
     if not isinstance(labels, dict) or not labels:
         raise QCInputError(path, 'has no "labels" mapping of class names to values')
     if all(isinstance(v, str) for v in labels.values()) and all(str(k).isdigit() for k in labels):

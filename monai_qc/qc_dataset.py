@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from monai_qc.io import read_volume
+from monai_qc.io import dataset_file_ending, read_volume
 from monai_qc.report import atomic_write_text
 from monai_qc.sampling import DEFAULT_BINS, assign_bins, balance_by_bins, split_by_patient
 from monai_qc.transforms import QCSliceInputs, crop_to_box, resize_slices
@@ -172,7 +172,7 @@ def build_qc_dataset(
     selected = [usable[i] for i in chosen]
     split = split_by_patient([r.patient for r in selected], values[chosen], fractions, bins, seed)
     groups = _pathology_groups(dataset)
-    ending = json.loads((dataset / "dataset.json").read_text())["file_ending"]
+    ending = dataset_file_ending(dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     transform = QCSliceInputs(len(class_values), spatial_size)
     lookup = np.zeros(max(class_values) + 1, dtype=np.uint8)

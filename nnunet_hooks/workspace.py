@@ -8,6 +8,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from monai_qc.io import labelled_case_ids
 from nnunet_hooks.environment import nnunet_environment
 from nnunet_hooks.variants import VariantSpec
 
@@ -111,10 +112,7 @@ class VariantWorkspace:
 
     def case_ids(self) -> list[str]:
         """Identifiers of the labelled cases (from labelsTr)."""
-        ending = json.loads((self.dataset / "dataset.json").read_text())["file_ending"]
-        return sorted(
-            p.name[: -len(ending)] for p in (self.dataset / "labelsTr").glob(f"*{ending}")
-        )
+        return labelled_case_ids(self.dataset)
 
     def save_variants(self, variants: list[VariantSpec]) -> None:
         self.variants_file.write_text(json.dumps([asdict(v) for v in variants], indent=1))

@@ -13,7 +13,9 @@ import SimpleITK as sitk
 from monai_qc.errors import QCInputError
 from monai_qc.io import (
     CasePair,
+    dataset_file_ending,
     label_map_from_dataset_json,
+    labelled_case_ids,
     load_case,
     pair_cases,
     read_volume,
@@ -264,3 +266,24 @@ def test_label_map_errors(tmp_path: Path, content: str, match: str) -> None:
     path.write_text(content)
     with pytest.raises(QCInputError, match=match):
         label_map_from_dataset_json(path)
+
+
+def test_dataset_file_ending_and_case_ids(tmp_path: Path) -> None:
+    (tmp_path / "dataset.json").write_text(json.dumps({"file_ending": ".nrrd"}))
+    (tmp_path / "labelsTr").mkdir()
+    for name in ("case_2.nrrd", "case_1.nrrd", "case_3.nii.gz"):
+        (tmp_path / "labelsTr" / name).write_bytes(b"")
+    assert dataset_file_ending(tmp_path) == ".nrrd"
+    assert labelled_case_ids(tmp_path) == ["case_1", "case_2"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [('{"name": "x"}', 'no "file_ending"'), ("[1]", "not a JSON object"), (None, "cannot be read")],
+)
+def test_dataset_file_ending_errors(tmp_path: Path, content: str | None, match: str) -> None:
+    if content is not None:
+        (tmp_path / "dataset.json").write_text(content)
+    with pytest.raises(QCInputError, match=match) as caught:
+        dataset_file_ending(tmp_path)
+    assert "dataset.json" in str(caught.value)

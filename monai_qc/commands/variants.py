@@ -183,7 +183,7 @@ def predict_command(
     whole_slice: bool,
 ) -> None:
     """Segment every case with every kept checkpoint; record true scores (resumable)."""
-    from monai_qc.io import label_map_from_dataset_json
+    from monai_qc.io import dataset_file_ending, label_map_from_dataset_json
     from monai_qc.qc_collect import TrueScoreCollector
     from nnunet_hooks.checkpoint_runs import (
         list_checkpoints,
@@ -198,7 +198,7 @@ def predict_command(
     started = time.perf_counter()
     dataset_json = ws.dataset / "dataset.json"
     labels = label_map_from_dataset_json(dataset_json)
-    ending = json.loads(dataset_json.read_text())["file_ending"]
+    ending = dataset_file_ending(ws.dataset)
     collector = TrueScoreCollector(
         ws.dataset / "labelsTr", ending, [0, *labels.values()], ws.collected
     )
