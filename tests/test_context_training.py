@@ -41,7 +41,7 @@ def test_context_augmentation_turns_every_slice_alike_and_keeps_absent_ones_empt
     """One transform per sample for all its slices; a slice beyond the stack stays zeros."""
     import torch
 
-    from monai_qc.training import _augment
+    from monai_qc.augmentation import augment_inputs
     from monai_qc.transforms import with_context_slices
 
     image, labels = make_phantom(3, n_slices=8, size=(64, 64))
@@ -51,11 +51,11 @@ def test_context_augmentation_turns_every_slice_alike_and_keeps_absent_ones_empt
     stacked = with_context_slices(x, 1)
     same = stacked.clone()
     same[:, 3:] = stacked[:, 7:11].repeat(1, 3, 1, 1)  # every slice's labels: the centre's
-    y = _augment(same, torch.Generator().manual_seed(0), 3)
+    y = augment_inputs(same, torch.Generator().manual_seed(0), 3)
     labels_out = y[:, 3:].unflatten(1, (3, 4))
     assert torch.equal(labels_out[:, 0], labels_out[:, 1])
     assert torch.equal(labels_out[:, 2], labels_out[:, 1])
-    z = _augment(stacked, torch.Generator().manual_seed(0), 3)
+    z = augment_inputs(stacked, torch.Generator().manual_seed(0), 3)
     assert not z[0, 0].any() and not z[0, 3:7].any()  # before the first slice
     assert not z[-1, 2].any() and not z[-1, 11:].any()  # after the last slice
     assert torch.equal(z[1:, 3:7].sum(1), torch.ones(7, 64, 64))

@@ -219,13 +219,13 @@ def test_augmentation_keeps_one_hot_labels_and_image_range() -> None:
     """Augmented label channels stay one-hot; a zoom/turn moves area, not the class mix much."""
     import torch
 
-    from monai_qc.training import _augment
+    from monai_qc.augmentation import augment_inputs
 
     image, labels = make_phantom(3, n_slices=8, size=(64, 64))
     seg = torch.as_tensor(labels.astype(np.int64))
     onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
     x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
-    y = _augment(x, torch.Generator().manual_seed(0))
+    y = augment_inputs(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape
     assert set(torch.unique(y[:, 1:]).tolist()) == {0.0, 1.0}
     assert torch.equal(y[:, 1:].sum(1), torch.ones(8, 64, 64))
