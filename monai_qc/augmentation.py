@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["augment_inputs", "small_affine"]
+__all__ = ["augment_inputs", "augment_with_expert_labels", "small_affine"]
 
 
 def small_affine(
@@ -58,3 +58,22 @@ def augment_inputs(x: torch.Tensor, generator: torch.Generator, n_images: int = 
     image = image + sigma * torch.randn(image.shape, generator=generator)
     image = image * present[..., None, None]
     return torch.cat([image, x[:, n_images:]], dim=1)
+
+
+def augment_with_expert_labels(
+    x: torch.Tensor, truth: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment_inputs` of single-slice inputs and their expert labels, moved alike.
+
+    Args:
+        x: (B, 1+K, H, W) image and one-hot segmentation.
+        truth: (B, H, W) expert class indices.
+
+    The expert labels travel as a second slice of each sample (its image a copy of the first),
+    so the same flips, turns and zooms move both label maps. Returns the inputs and the expert
+    labels (B, H, W, int64).
+    """
+    k = x.shape[1] - 1
+    onehot = F.one_hot(truth.long(), k).permute(0, 3, 1, 2).float()
+    both = augment_inputs(torch.cat([x[:, :1], x[:, :1], x[:, 1:], onehot], dim=1), generator, 2)
+    return torch.cat([both[:, :1], both[:, 2 : 2 + k]], dim=1), both[:, 2 + k :].argmax(1)

@@ -249,6 +249,11 @@ def training_summary(settings: Mapping[str, Any]) -> str:
         f"{SELECTION_CRITERIA[settings.get('select_by', 'val_loss')]} kept); MSE "
         f"loss with the MVSF terms weighted {settings.get('mvsf_weight', 1.0)}"
     )
+    if settings.get("network") and build_qc_network(settings["network"], 2).maps_expert_labels:
+        text += (
+            f"; plus {settings.get('expert_map_weight', 0.1)} x Dice + cross-entropy of its "
+            "expert-label map against the expert labels"
+        )
     if settings.get("augment"):
         text += "; flips, turns, small zooms, gamma and noise on the inputs"
     damage = float(settings.get("damage_probability", 0.0))

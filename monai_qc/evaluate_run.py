@@ -241,6 +241,7 @@ def evaluate_run(
         for a, b in (
             ("resnet2d", "resnet3d"),
             ("context_resnet2d", "resnet3d"),
+            ("expert_map_resnet2d", "resnet3d"),
             ("unet2d", "unet3d"),
         )
         if a in errors_3d and b in errors_3d

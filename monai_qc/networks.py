@@ -9,6 +9,8 @@ predicts how good the segmentation is:
 - 2D with context (``context_resnet2d``): as 2D, but the input also holds the neighbouring
   slices (images first, then one-hot segmentations, slice -c..+c; a slice beyond the stack is
   all zeros; see :func:`monai_qc.transforms.with_context_slices`). ``QCNet.context_slices`` is c.
+- 2D with an expert-label map (``expert_map_resnet2d``): as 2D, but a decoder also predicts the
+  expert labels, trained on them, and their overlap with the segmentation feeds the scores.
 
 Every network is a backbone producing raw values wrapped by :class:`QCNet`, which applies the
 bounded output activations. Select one by name with :func:`build_qc_network`.
@@ -20,21 +22,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import DynUNet, ResNet
 from torch import nn
 
 __all__ = [
     "QC_NETWORKS",
+    "ExpertMapResNet",
     "PooledRegressionHead",
     "QCNet",
     "UNetRegressor",
     "build_qc_network",
     "count_parameters",
     "qc_context_resnet2d",
+    "qc_expert_map_resnet2d",
     "qc_resnet2d",
     "qc_resnet3d",
     "qc_unet2d",
     "qc_unet3d",
+    "soft_overlap",
     "symmetric_views",
 ]
 
@@ -111,8 +117,22 @@ class QCNet(nn.Module):
             return self._bounded(torch.cat(views)).unflatten(0, (len(views), len(x))).mean(0)
         return self._bounded(x)
 
+    @property
+    def maps_expert_labels(self) -> bool:
+        """Whether the backbone also maps the expert labels (:class:`ExpertMapResNet`)."""
+        return hasattr(self.backbone, "forward_with_map")
+
+    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bounded scores and the expert-label logits (B, K, H, W) of one view (training)."""
+        if not self.maps_expert_labels:
+            raise TypeError(f"{type(self.backbone).__name__} does not map expert labels")
+        raw, logits = self.backbone.forward_with_map(x)
+        return self._bound(raw), logits
+
     def _bounded(self, x: torch.Tensor) -> torch.Tensor:
-        raw = self.backbone(x)
+        return self._bound(self.backbone(x))
+
+    def _bound(self, raw: torch.Tensor) -> torch.Tensor:
         if raw.ndim != 2 or raw.shape[1] != self.n_outputs:
             raise ValueError(
                 f"backbone output shape {tuple(raw.shape)} != (batch, {self.n_outputs})"
@@ -191,6 +211,98 @@ class UNetRegressor(nn.Module):
         return self.head(self.unet(x))
 
 
+def soft_overlap(probabilities: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Per class, soft DSC and MVSF of a probability map against a one-hot map, and both areas.
+
+    Args:
+        probabilities: (B, K, H, W), e.g. a softmax.
+        onehot: (B, K, H, W) one-hot segmentation.
+
+    Returns:
+        (B, 4K): soft DSC, soft MVSF (map minus segmentation), then both areas as fractions of
+        the slice times 10 (a scale near the other features). The +1 keeps empty classes finite.
+    """
+    inter = (probabilities * onehot).sum((2, 3))
+    mapped, segmented = probabilities.sum((2, 3)), onehot.sum((2, 3))
+    total = mapped + segmented + 1
+    pixels = onehot.shape[-2] * onehot.shape[-1]
+    return torch.cat(
+        [2 * inter / total, 2 * (mapped - segmented) / total,
+         10 * mapped / pixels, 10 * segmented / pixels],
+        dim=1,
+    )  # fmt: skip
+
+
+class ExpertMapResNet(nn.Module):
+    """QC ResNet 2D that also maps where an expert would draw each class.
+
+    A feature pyramid on the four ResNet stages predicts the expert labels (K logits at input
+    size). Their :func:`soft_overlap` with the input segmentation joins the pooled last-stage
+    features in the regression head, and training fits the map to the expert labels too (see
+    :func:`monai_qc.training.fit`): the encoder learns the boundaries the scores depend on.
+
+    Args:
+        n_classes: K, classes including background; the input is (B, 1+K, H, W).
+        widths, layers: of the ResNet stages (as :func:`qc_resnet2d`).
+        pyramid: channels of the feature pyramid.
+        hidden: width of the regression head's hidden layer.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        widths: Sequence[int] = (32, 64, 128, 192),
+        layers: Sequence[int] = (2, 2, 2, 2),
+        pyramid: int = 64,
+        hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.resnet = ResNet(
+            block="basic",
+            layers=list(layers),
+            block_inplanes=list(widths),
+            spatial_dims=2,
+            n_input_channels=1 + n_classes,
+            conv1_t_size=7,
+            conv1_t_stride=2,
+            feed_forward=False,
+        )
+        self.lateral = nn.ModuleList(nn.Conv2d(w, pyramid, 1) for w in widths)
+        self.smooth = nn.Sequential(
+            nn.Conv2d(pyramid, pyramid, 3, padding=1),
+            nn.BatchNorm2d(pyramid),
+            nn.ReLU(inplace=True),
+        )
+        self.map_out = nn.Conv2d(pyramid, n_classes, 1)
+        self.head = nn.Sequential(
+            nn.Linear(2 * widths[-1] + 4 * n_classes, hidden),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Linear(hidden, 2 * n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_map(x)[0]
+
+    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw scores (B, 2K) and expert-label logits (B, K, H, W)."""
+        r = self.resnet
+        h = r.maxpool(r.act(r.bn1(r.conv1(x))))
+        stages = []
+        for stage in (r.layer1, r.layer2, r.layer3, r.layer4):
+            h = stage(h)
+            stages.append(h)
+        top = self.lateral[-1](stages[-1])
+        for lateral, stage in zip(self.lateral[-2::-1], stages[-2::-1], strict=True):
+            top = F.interpolate(top, size=stage.shape[-2:], mode="nearest") + lateral(stage)
+        logits = F.interpolate(
+            self.map_out(self.smooth(top)), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
+        overlap = soft_overlap(logits.softmax(1), x[:, 1 : 1 + self.n_classes])
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3)), overlap], dim=1)
+        return self.head(pooled), logits
+
+
 def _check(n_classes: int, in_channels: int | None) -> int:
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2 (background included), got {n_classes}")
@@ -245,6 +357,15 @@ def qc_context_resnet2d(
     return QCNet(backbone, n_classes, True, context_slices=context_slices)
 
 
+def qc_expert_map_resnet2d(n_classes: int, **kwargs: Any) -> QCNet:
+    """QC ResNet 2D with an expert-label map (about 2.1 M parameters): :class:`ExpertMapResNet`.
+
+    Input (B, 1+K, H, W) -> (B, 2K) DSC + MVSF, as :func:`qc_resnet2d`.
+    """
+    _check(n_classes, None)
+    return QCNet(ExpertMapResNet(n_classes, **kwargs), n_classes, True)
+
+
 def qc_resnet3d(
     n_classes: int,
     in_channels: int | None = None,
@@ -295,6 +416,7 @@ def qc_unet3d(
 QC_NETWORKS: dict[str, Callable[..., QCNet]] = {
     "resnet2d": qc_resnet2d,
     "context_resnet2d": qc_context_resnet2d,
+    "expert_map_resnet2d": qc_expert_map_resnet2d,
     "unet2d": qc_unet2d,
     "resnet3d": qc_resnet3d,
     "unet3d": qc_unet3d,

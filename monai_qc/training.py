@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss
 from tqdm import tqdm
 
-from monai_qc.augmentation import augment_inputs
+from monai_qc.augmentation import augment_inputs, augment_with_expert_labels
 from monai_qc.networks import build_qc_network
 from monai_qc.report import atomic_write_text
 from monai_qc.slice_damage import damage_batch, slice_scores
@@ -217,6 +218,7 @@ class TrainConfig:
     damage_probability: float = 0.0
     select_by: str = "val_dsc_mae"
     init_weights: str | None = None  # state dict (.pt) or QC bundle folder to start from
+    expert_map_weight: float = 0.1  # Dice + cross-entropy of an expert-label map, if predicted
 
     def __post_init__(self) -> None:
         if self.select_by not in SELECTION_CRITERIA:
@@ -267,11 +269,15 @@ def fit(
     out_dir: Path,
     train_batch: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     | None = None,
+    expert_labels: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.nn.Module:
     """Fit a QC network; ``*_x`` are callables index -> inputs, or input tensors.
 
     ``train_batch`` (index, generator) -> (inputs, targets), when given, makes the training
     batches instead of ``train_x`` / ``train_y`` (synthetic damage changes both).
+    ``expert_labels`` index -> (B, H, W) expert class indices: required by networks that map
+    them (``maps_expert_labels``), whose loss adds ``config.expert_map_weight`` times the Dice +
+    cross-entropy of that map; they are augmented with the inputs.
 
     The network starts from ``config.init_weights`` when given (fine-tuning), unless
     ``last.pt`` resumes the run. Writes ``best.pt`` (state dict of the best validation epoch by
@@ -309,6 +315,9 @@ def fit(
     get_val = val_x if callable(val_x) else val_x.__getitem__
     n_train, n_val = len(train_y), len(val_y)
     weights = output_weights(config, train_y.shape[1], n_classes)
+    if network.maps_expert_labels and expert_labels is None:
+        raise ValueError(f"{config.network} learns from expert labels; none were given")
+    map_loss = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def weighted_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return ((prediction - target) ** 2 * weights).mean()
@@ -324,9 +333,19 @@ def fit(
                 x, y = get_train(index), train_y[index]
             else:
                 x, y = train_batch(index, generator)
+            truth = expert_labels(index) if network.maps_expert_labels else None
             if config.augment and x.dim() == 4:
-                x = augment_inputs(x, generator, 2 * network.context_slices + 1)
-            loss = weighted_mse(network(x), y)
+                if truth is None:
+                    x = augment_inputs(x, generator, 2 * network.context_slices + 1)
+                else:
+                    x, truth = augment_with_expert_labels(x, truth, generator)
+            if truth is None:
+                loss = weighted_mse(network(x), y)
+            else:
+                scores, logits = network.forward_with_map(x)
+                loss = weighted_mse(scores, y) + config.expert_map_weight * map_loss(
+                    logits, truth[:, None].long()
+                )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -380,14 +399,16 @@ def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Modul
     data, out_dir = Path(data), Path(out_dir)
     classes = json.loads((data / "manifest.json").read_text())["classes"]
     train_set, val_set = load_samples(data / "train.npz"), load_samples(data / "val.npz")
-    context = build_qc_network(config.network, len(classes)).context_slices
+    probe = build_qc_network(config.network, len(classes))
+    context, maps_expert_labels = probe.context_slices, probe.maps_expert_labels
+    if (config.damage_probability > 0 or maps_expert_labels) and train_set.truth is None:
+        raise ValueError(
+            f"{data / 'train.npz'}: no expert labels ('truth') for synthetic damage or an "
+            f"expert-label map; rebuild the data set with this version, or set "
+            "damage_probability to 0 and train another network"
+        )
     train_batch = None
     if config.damage_probability > 0:
-        if train_set.truth is None:
-            raise ValueError(
-                f"{data / 'train.npz'}: no expert labels ('truth') for synthetic damage; "
-                "rebuild the data set with this version or set damage_probability to 0"
-            )
 
         def train_batch(
             index: torch.Tensor, generator: torch.Generator
@@ -403,4 +424,5 @@ def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Modul
         len(classes),
         out_dir,
         train_batch,
+        (lambda index: train_set.truth[index]) if maps_expert_labels else None,
     )

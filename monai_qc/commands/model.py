@@ -45,7 +45,7 @@ def _views_option(default: str | None, help: str) -> Callable[[Callable[..., Any
     default="resnet2d,resnet3d",
     show_default=True,
     help="Comma-separated: resnet2d, context_resnet2d (each slice with its neighbours), "
-    "unet2d, resnet3d, unet3d.",
+    "expert_map_resnet2d (also learns to map the expert labels), unet2d, resnet3d, unet3d.",
 )
 @click.option("--epochs", default=20, show_default=True, help="Epochs of the 2D networks.")
 @click.option("--epochs-3d", default=40, show_default=True, help="Epochs of the 3D networks.")

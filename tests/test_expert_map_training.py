@@ -1,0 +1,112 @@
+"""The QC ResNet that also learns to map the expert labels (``expert_map_resnet2d``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qc_data_fixtures
+import torch
+
+from monai_qc import QCPredictor
+from monai_qc.augmentation import augment_with_expert_labels
+from monai_qc.bundle_writer import training_summary, write_bundle
+from monai_qc.networks import build_qc_network, soft_overlap
+from monai_qc.phantom import make_phantom
+from monai_qc.slice_damage import slice_scores
+
+CLASSES = qc_data_fixtures.CLASSES
+qc_data = qc_data_fixtures.qc_data
+
+
+def _phantom_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    image, labels = make_phantom(seed, n_slices=8, size=(64, 64))
+    seg = torch.as_tensor(labels.astype(np.int64))
+    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
+    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
+    return x, seg
+
+
+def test_expert_labels_are_augmented_with_the_segmentation() -> None:
+    """Expert labels equal to the segmentation stay equal to it after flips, turns and zooms."""
+    x, seg = _phantom_inputs(3)
+    y, truth = augment_with_expert_labels(x, seg, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and truth.shape == seg.shape
+    assert torch.equal(y[:, 1:].sum(1), torch.ones(8, 64, 64))
+    assert torch.equal(y[:, 1:].argmax(1), truth)
+    assert not torch.equal(truth, seg)  # the maps did move
+
+
+def test_soft_overlap_of_a_one_hot_map_is_its_dice_and_mvsf() -> None:
+    """With a hard map in place of probabilities, the features are the slice DSC and MVSF."""
+    _, seg = _phantom_inputs(1)
+    _, other = _phantom_inputs(2)
+    onehot = [torch.nn.functional.one_hot(m, 4).permute(0, 3, 1, 2).float() for m in (seg, other)]
+    features = soft_overlap(onehot[1], onehot[0])
+    dsc, mvsf = slice_scores(seg, other, 4)
+    big = (onehot[0].sum((2, 3)) > 100) & (onehot[1].sum((2, 3)) > 100)
+    assert big.sum() > 10
+    assert torch.allclose(features[:, :4][big], dsc[big], atol=0.01)
+    assert torch.allclose(features[:, 4:8][big], mvsf[big], atol=0.01)
+
+
+def test_expert_map_network_outputs_and_needs_expert_labels(tmp_path: Path) -> None:
+    """Scores in range, a K-class map at input size, and no fit without expert labels."""
+    from monai_qc.training import TrainConfig, fit
+
+    network = build_qc_network("expert_map_resnet2d", 4).eval()
+    x, _ = _phantom_inputs(4)
+    with torch.no_grad():
+        scores, logits = network.forward_with_map(x)
+        assert torch.equal(network(x), scores)
+    assert scores.shape == (8, 8) and logits.shape == (8, 4, 64, 64)
+    assert bool(((scores[:, :4] >= 0) & (scores[:, :4] <= 1)).all())
+    assert not build_qc_network("resnet2d", 4).maps_expert_labels
+    with pytest.raises(ValueError, match="learns from expert labels"):
+        fit(TrainConfig("expert_map_resnet2d", 1), x, torch.zeros(8, 8), x, torch.zeros(8, 8), 4,
+            tmp_path)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_expert_map_network_trains_and_bundles(qc_data: dict[str, Path], tmp_path: Path) -> None:
+    """Two epochs fit, the map loss falls, the bundle passes verify_net_in_out and predicts."""
+    from monai_qc.training import TrainConfig, fit_slices
+
+    config = TrainConfig(
+        "expert_map_resnet2d", 2, 16, spatial_size=32, damage_probability=0.5, expert_map_weight=1
+    )
+    network = fit_slices(qc_data["data"], tmp_path / "fit", config)
+    history = json.loads((tmp_path / "fit" / "history.json").read_text())
+    assert len(history) == 2 and np.isfinite(history[-1]["val_loss"])
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    bundle = write_bundle(
+        tmp_path / "bundle",
+        network,
+        "expert_map_resnet2d",
+        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
+        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
+        spatial_size=(32, 32),
+        train_config=config,
+    )
+    settings = json.loads((bundle / "configs" / "train.json").read_text())["train_config"]
+    assert settings["expert_map_weight"] == 1
+    assert "1 x Dice + cross-entropy of its expert-label map" in training_summary(settings)
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def"),
+            *("--meta_file", str(bundle / "configs" / "metadata.json")),
+            *("--config_file", str(bundle / "configs" / "inference.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    image, labels = make_phantom(7, n_slices=6, size=(64, 64))
+    report = QCPredictor.from_bundle(bundle).predict(image, labels, (10.0, 1.5, 1.5), "p")
+    assert report.slice_dsc.shape == (6, 4)
+    assert np.all((report.slice_dsc >= 0) & (report.slice_dsc <= 1))
