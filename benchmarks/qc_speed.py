@@ -12,10 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from monai_qc.check import check_folder
-from monai_qc.inference import QCPredictor
+from monai_qc.inference import QCPredictor, class_indices
 from monai_qc.networks import build_qc_network, count_parameters
 from monai_qc.phantom import PHANTOM_SPACING, make_phantom, write_volume
 
@@ -41,15 +42,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     x = torch.rand(10, 5, 128, 128)
-    for name in ("resnet2d", "unet2d"):
+    for name in ("resnet2d", "expert_map_resnet2d", "unet2d"):
         net = build_qc_network(name, 4).eval()
         with torch.inference_mode():
             median, best = _time(lambda net=net: net(x), args.repeats)
         rows.append((f"{name} forward, 10 slices", count_parameters(net), median, best))
     predictor = QCPredictor.from_bundle(args.bundle)
     height, width = predictor.preprocessing.spatial_size
-    context = getattr(predictor.network, "context_slices", 0)
-    shipped = torch.rand(10, (2 * context + 1) * predictor.n_classes, height, width)
+    image, labels = make_phantom(0, n_slices=10, size=(256, 216))
+    # the bundle's own preprocessing of a subject: whatever channels its network reads
+    shipped = torch.as_tensor(
+        predictor.preprocessing(image.astype(np.float32), class_indices(labels, predictor.labels))
+    )
     with torch.inference_mode():
         median, best = _time(lambda: predictor.network(shipped), args.repeats)
     views = getattr(predictor.network, "test_time_views", 1)
@@ -62,7 +66,6 @@ def main() -> None:
             best,
         )
     )
-    image, labels = make_phantom(0, n_slices=10, size=(256, 216))
     median, best = _time(lambda: predictor.predict(image, labels, PHANTOM_SPACING), args.repeats)
     rows.append(("QCPredictor.predict (crop, CLAHE, forward, 2D_R)", None, median, best))
     with tempfile.TemporaryDirectory() as tmp:
