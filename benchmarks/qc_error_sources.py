@@ -1,11 +1,14 @@
 """Where the QC error comes from: slice DSC, slice MVSF or the 3D reconstruction itself.
 
-On the validation and test splits of a QC data set, the bundled network's 3D (2D_R) DSC is
-reconstructed four ways: from its predicted slice DSC and MVSF, from predicted DSC with the
-true MVSF, from the true DSC with predicted MVSF, and from both true (the reconstruction's own
-error: the blind spot of slices whose segmentation is empty). A second table splits the slice
-DSC error by whether the segmentation and the expert labels hold the class on the slice
-(slices where neither does are left out of the evaluation's 2D scores). Writes markdown + JSON.
+On the training, validation and test splits of a QC data set, the bundled network's 3D
+(2D_R) DSC is reconstructed four ways: from its predicted slice DSC and MVSF, from predicted
+DSC with the true MVSF, from the true DSC with predicted MVSF, and from both true (the
+reconstruction's own error: the blind spot of slices whose segmentation is empty). A second
+table splits the slice DSC error by whether the segmentation and the expert labels hold the
+class on the slice (slices where neither does are left out of the evaluation's 2D scores).
+The training split (as stored, without augmentation or synthetic damage) shows how closely the
+network fits the slices it learnt from: an error there as large as on held-out patients means
+it underfits. Writes markdown + JSON.
 
 Usage:
     python benchmarks/qc_error_sources.py --data QC_DATA [--bundle PATH] [--out FILE.md]
@@ -44,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="QC data set folder")
     p.add_argument("--bundle", default=None, help="QC bundle folder or name (default: shipped)")
-    p.add_argument("--splits", default="val,test", help="comma-separated splits")
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits")
     p.add_argument("--out", type=Path, default=OUT, help="markdown table (JSON beside it)")
     return p.parse_args(argv)
 
