@@ -19,6 +19,7 @@ K = 5  # the paper's classes: BG, LVM, LVC, LVT, LVPM
 EXPECTED_PARAMS = {
     "resnet2d": 2e6,
     "context_resnet2d": 2e6,
+    "expert_map_resnet2d": 2.1e6,
     "unet2d": 19e6,
     "resnet3d": 3e6,
     "unet3d": 21e6,
@@ -44,7 +45,7 @@ def test_parameter_counts(name: str) -> None:
     assert 0.75 * EXPECTED_PARAMS[name] <= n <= 1.25 * EXPECTED_PARAMS[name]
 
 
-@pytest.mark.parametrize("name", ["resnet2d", "unet2d"])
+@pytest.mark.parametrize("name", ["resnet2d", "expert_map_resnet2d", "unet2d"])
 def test_2d_output_shape_and_bounds(name: str) -> None:
     torch.manual_seed(0)
     net = build_qc_network(name, K).eval()
