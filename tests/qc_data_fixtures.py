@@ -1,19 +1,23 @@
 """A small QC data set built from phantoms with damaged segmentations, for training tests.
 
 Import it into a test module (``from qc_data_fixtures import qc_data``). ``qc_data`` is
-session-scoped, so it is built once per run.
+session-scoped, so it is built once per run. :func:`assert_bundle_verifies_and_predicts`
+checks a bundle written from a network fitted on it.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from monai_qc.inference import QCPredictor
 from monai_qc.io import read_volume
-from monai_qc.phantom import write_nnunet_dataset
+from monai_qc.phantom import make_phantom, write_nnunet_dataset
 from monai_qc.qc_collect import TrueScoreCollector
 from monai_qc.qc_dataset import build_qc_dataset
 from nnunet_hooks.hookspecs import SegmentedCase
@@ -72,3 +76,22 @@ def qc_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         spatial_size=(32, 32),
     )
     return {"dataset": dataset, "collected": collected, "data": out, "root": root}
+
+
+def assert_bundle_verifies_and_predicts(bundle: Path) -> None:
+    """``monai.bundle verify_net_in_out`` passes on ``bundle`` and it rates a phantom subject."""
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def"),
+            *("--meta_file", str(bundle / "configs" / "metadata.json")),
+            *("--config_file", str(bundle / "configs" / "inference.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    image, labels = make_phantom(7, n_slices=6, size=(64, 64))
+    report = QCPredictor.from_bundle(bundle).predict(image, labels, (10.0, 1.5, 1.5), "p")
+    assert report.slice_dsc.shape == (6, 4)
+    assert np.all((report.slice_dsc >= 0) & (report.slice_dsc <= 1))

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import qc_data_fixtures
 
-from monai_qc import QCPredictor
 from monai_qc.bundle_writer import write_bundle
 from monai_qc.phantom import make_phantom
 
@@ -81,18 +78,4 @@ def test_context_network_trains_and_bundles(qc_data: dict[str, Path], tmp_path: 
     assert inference["preprocessing"]["context_slices"] == 1
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 15
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def"),
-            *("--meta_file", str(bundle / "configs" / "metadata.json")),
-            *("--config_file", str(bundle / "configs" / "inference.json")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    image, labels = make_phantom(7, n_slices=6, size=(64, 64))
-    report = QCPredictor.from_bundle(bundle).predict(image, labels, (10.0, 1.5, 1.5), "p")
-    assert report.slice_dsc.shape == (6, 4)
-    assert np.all((report.slice_dsc >= 0) & (report.slice_dsc <= 1))
+    qc_data_fixtures.assert_bundle_verifies_and_predicts(bundle)

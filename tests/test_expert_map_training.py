@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,6 @@ import pytest
 import qc_data_fixtures
 import torch
 
-from monai_qc import QCPredictor
 from monai_qc.augmentation import augment_with_expert_labels
 from monai_qc.bundle_writer import training_summary, write_bundle
 from monai_qc.networks import build_qc_network, soft_overlap
@@ -95,18 +92,4 @@ def test_expert_map_network_trains_and_bundles(qc_data: dict[str, Path], tmp_pat
     settings = json.loads((bundle / "configs" / "train.json").read_text())["train_config"]
     assert settings["expert_map_weight"] == 1
     assert "1 x Dice + cross-entropy of its expert-label map" in training_summary(settings)
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def"),
-            *("--meta_file", str(bundle / "configs" / "metadata.json")),
-            *("--config_file", str(bundle / "configs" / "inference.json")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    image, labels = make_phantom(7, n_slices=6, size=(64, 64))
-    report = QCPredictor.from_bundle(bundle).predict(image, labels, (10.0, 1.5, 1.5), "p")
-    assert report.slice_dsc.shape == (6, 4)
-    assert np.all((report.slice_dsc >= 0) & (report.slice_dsc <= 1))
+    qc_data_fixtures.assert_bundle_verifies_and_predicts(bundle)
