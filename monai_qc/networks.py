@@ -258,16 +258,7 @@ class ExpertMapResNet(nn.Module):
     ) -> None:
         super().__init__()
         self.n_classes = n_classes
-        self.resnet = ResNet(
-            block="basic",
-            layers=list(layers),
-            block_inplanes=list(widths),
-            spatial_dims=2,
-            n_input_channels=1 + n_classes,
-            conv1_t_size=7,
-            conv1_t_stride=2,
-            feed_forward=False,
-        )
+        self.resnet = _resnet(2, 1 + n_classes, None, widths, layers)
         self.lateral = nn.ModuleList(nn.Conv2d(w, pyramid, 1) for w in widths)
         self.smooth = nn.Sequential(
             nn.Conv2d(pyramid, pyramid, 3, padding=1),
@@ -313,9 +304,14 @@ def _check(n_classes: int, in_channels: int | None) -> int:
 
 
 def _resnet(
-    spatial_dims: int, in_channels: int, n_out: int, widths: Sequence[int], layers: Sequence[int]
+    spatial_dims: int,
+    in_channels: int,
+    n_out: int | None,
+    widths: Sequence[int],
+    layers: Sequence[int],
 ) -> ResNet:
-    # stride-2 stem + max pool: 128x128 -> 32x32 before the residual stages (low compute)
+    # stride-2 stem + max pool: 128x128 -> 32x32 before the residual stages (low compute);
+    # n_out None: no final linear layer (a caller reads the stages itself)
     return ResNet(
         block="basic",
         layers=list(layers),
@@ -324,7 +320,8 @@ def _resnet(
         n_input_channels=in_channels,
         conv1_t_size=7,
         conv1_t_stride=2,
-        num_classes=n_out,
+        num_classes=n_out or 1,
+        feed_forward=n_out is not None,
     )
 
 
