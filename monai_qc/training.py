@@ -404,7 +404,7 @@ def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Modul
     if (config.damage_probability > 0 or maps_expert_labels) and train_set.truth is None:
         raise ValueError(
             f"{data / 'train.npz'}: no expert labels ('truth') for synthetic damage or an "
-            f"expert-label map; rebuild the data set with this version, or set "
+            "expert-label map; rebuild the data set with this version, or set "
             "damage_probability to 0 and train another network"
         )
     train_batch = None
