@@ -1,8 +1,9 @@
 """A small QC data set built from phantoms with damaged segmentations, for training tests.
 
 Import it into a test module (``from qc_data_fixtures import qc_data``). ``qc_data`` is
-session-scoped, so it is built once per run. :func:`assert_bundle_verifies_and_predicts`
-checks a bundle written from a network fitted on it.
+session-scoped, so it is built once per run. :func:`write_phantom_bundle` bundles a network for
+its 32-pixel inputs, :func:`assert_bundle_verifies_and_predicts` checks such a bundle, and
+:func:`phantom_inputs` builds 2D network inputs of a phantom subject.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
+from monai_qc.bundle_writer import write_bundle
 from monai_qc.inference import QCPredictor
-from monai_qc.io import read_volume
+from monai_qc.io import labelled_case_ids, read_volume
 from monai_qc.phantom import make_phantom, write_nnunet_dataset
 from monai_qc.qc_collect import TrueScoreCollector
 from monai_qc.qc_dataset import build_qc_dataset
+from monai_qc.training import TrainConfig
 from nnunet_hooks.hookspecs import SegmentedCase
 from nnunet_hooks.manager import get_plugin_manager
 
@@ -54,7 +58,7 @@ def qc_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     collector = TrueScoreCollector(dataset / "labelsTr", ".nii.gz", [0, 1, 2, 3], collected)
     hook = get_plugin_manager([collector], load_entry_points=False).hook
     rng = np.random.default_rng(0)
-    cases = sorted(p.name[: -len(".nii.gz")] for p in (dataset / "labelsTr").iterdir())
+    cases = labelled_case_ids(dataset)
     for level in range(4):
         model = {"name": f"m{level}", "training_cases": cases[:4]}
         hook.run_started(config={"model": model}, output_folder=None)
@@ -95,3 +99,27 @@ def assert_bundle_verifies_and_predicts(bundle: Path) -> None:
     report = QCPredictor.from_bundle(bundle).predict(image, labels, (10.0, 1.5, 1.5), "p")
     assert report.slice_dsc.shape == (6, 4)
     assert np.all((report.slice_dsc >= 0) & (report.slice_dsc <= 1))
+
+
+def write_phantom_bundle(
+    folder: Path, network: torch.nn.Module, name: str, train_config: TrainConfig | None = None
+) -> Path:
+    """A QC bundle of ``network`` (registered as ``name``) for the 32-pixel ``qc_data`` set."""
+    return write_bundle(
+        folder,
+        network,
+        name,
+        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
+        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
+        spatial_size=(32, 32),
+        train_config=train_config,
+    )
+
+
+def phantom_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D network inputs (8, 1+K, 64, 64) of an 8-slice phantom, and its labels (8, 64, 64)."""
+    image, labels = make_phantom(seed, n_slices=8, size=(64, 64))
+    seg = torch.as_tensor(labels.astype(np.int64))
+    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
+    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
+    return x, seg

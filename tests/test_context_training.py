@@ -8,10 +8,6 @@ from pathlib import Path
 import numpy as np
 import qc_data_fixtures
 
-from monai_qc.bundle_writer import write_bundle
-from monai_qc.phantom import make_phantom
-
-CLASSES = qc_data_fixtures.CLASSES
 qc_data = qc_data_fixtures.qc_data
 
 
@@ -41,10 +37,7 @@ def test_context_augmentation_turns_every_slice_alike_and_keeps_absent_ones_empt
     from monai_qc.augmentation import augment_inputs
     from monai_qc.transforms import with_context_slices
 
-    image, labels = make_phantom(3, n_slices=8, size=(64, 64))
-    seg = torch.as_tensor(labels.astype(np.int64))
-    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
-    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
+    x, _ = qc_data_fixtures.phantom_inputs(3)
     stacked = with_context_slices(x, 1)
     same = stacked.clone()
     same[:, 3:] = stacked[:, 7:11].repeat(1, 3, 1, 1)  # every slice's labels: the centre's
@@ -66,14 +59,7 @@ def test_context_network_trains_and_bundles(qc_data: dict[str, Path], tmp_path: 
     network = fit_slices(qc_data["data"], tmp_path / "fit", config)
     history = json.loads((tmp_path / "fit" / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["val_loss"])
-    bundle = write_bundle(
-        tmp_path / "bundle",
-        network,
-        "context_resnet2d",
-        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
-        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
-        spatial_size=(32, 32),
-    )
+    bundle = qc_data_fixtures.write_phantom_bundle(tmp_path / "bundle", network, "context_resnet2d")
     inference = json.loads((bundle / "configs" / "inference.json").read_text())
     assert inference["preprocessing"]["context_slices"] == 1
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())

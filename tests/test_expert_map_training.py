@@ -11,26 +11,17 @@ import qc_data_fixtures
 import torch
 
 from monai_qc.augmentation import augment_with_expert_labels
-from monai_qc.bundle_writer import training_summary, write_bundle
+from monai_qc.bundle_writer import training_summary
 from monai_qc.networks import build_qc_network, soft_overlap
-from monai_qc.phantom import make_phantom
 from monai_qc.slice_damage import slice_scores
 
-CLASSES = qc_data_fixtures.CLASSES
+phantom_inputs = qc_data_fixtures.phantom_inputs
 qc_data = qc_data_fixtures.qc_data
-
-
-def _phantom_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    image, labels = make_phantom(seed, n_slices=8, size=(64, 64))
-    seg = torch.as_tensor(labels.astype(np.int64))
-    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
-    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
-    return x, seg
 
 
 def test_expert_labels_are_augmented_with_the_segmentation() -> None:
     """Expert labels equal to the segmentation stay equal to it after flips, turns and zooms."""
-    x, seg = _phantom_inputs(3)
+    x, seg = phantom_inputs(3)
     y, truth = augment_with_expert_labels(x, seg, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and truth.shape == seg.shape
     assert torch.equal(y[:, 1:].sum(1), torch.ones(8, 64, 64))
@@ -40,8 +31,8 @@ def test_expert_labels_are_augmented_with_the_segmentation() -> None:
 
 def test_soft_overlap_of_a_one_hot_map_is_its_dice_and_mvsf() -> None:
     """With a hard map in place of probabilities, the features are the slice DSC and MVSF."""
-    _, seg = _phantom_inputs(1)
-    _, other = _phantom_inputs(2)
+    _, seg = phantom_inputs(1)
+    _, other = phantom_inputs(2)
     onehot = [torch.nn.functional.one_hot(m, 4).permute(0, 3, 1, 2).float() for m in (seg, other)]
     features = soft_overlap(onehot[1], onehot[0])
     dsc, mvsf = slice_scores(seg, other, 4)
@@ -56,7 +47,7 @@ def test_expert_map_network_outputs_and_needs_expert_labels(tmp_path: Path) -> N
     from monai_qc.training import TrainConfig, fit
 
     network = build_qc_network("expert_map_resnet2d", 4).eval()
-    x, _ = _phantom_inputs(4)
+    x, _ = phantom_inputs(4)
     with torch.no_grad():
         scores, logits = network.forward_with_map(x)
         assert torch.equal(network(x), scores)
@@ -80,14 +71,8 @@ def test_expert_map_network_trains_and_bundles(qc_data: dict[str, Path], tmp_pat
     history = json.loads((tmp_path / "fit" / "history.json").read_text())
     assert len(history) == 2 and np.isfinite(history[-1]["val_loss"])
     assert history[1]["train_loss"] < history[0]["train_loss"]
-    bundle = write_bundle(
-        tmp_path / "bundle",
-        network,
-        "expert_map_resnet2d",
-        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
-        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
-        spatial_size=(32, 32),
-        train_config=config,
+    bundle = qc_data_fixtures.write_phantom_bundle(
+        tmp_path / "bundle", network, "expert_map_resnet2d", config
     )
     settings = json.loads((bundle / "configs" / "train.json").read_text())["train_config"]
     assert settings["expert_map_weight"] == 1

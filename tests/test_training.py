@@ -14,12 +14,10 @@ import qc_data_fixtures
 from click.testing import CliRunner
 
 from monai_qc import QCPredictor
-from monai_qc.bundle_writer import write_bundle
 from monai_qc.cli import main
 from monai_qc.networks import build_qc_network
 from monai_qc.phantom import PHANTOM_LABELS, make_phantom
 
-CLASSES = qc_data_fixtures.CLASSES
 qc_data = qc_data_fixtures.qc_data
 
 
@@ -165,13 +163,8 @@ def test_train_evaluate_and_bundle(qc_data: dict[str, Path]) -> None:
 
 def _untrained_bundle(folder: Path) -> Path:
     """A QC bundle of a freshly initialised ResNet 2D for the 32-pixel phantom data set."""
-    return write_bundle(
-        folder,
-        build_qc_network("resnet2d", 4),
-        "resnet2d",
-        dict(zip(CLASSES[1:], (1, 2, 3), strict=True)),
-        {"min_dsc": 0.7, "min_slice_dsc": 0.3},
-        spatial_size=(32, 32),
+    return qc_data_fixtures.write_phantom_bundle(
+        folder, build_qc_network("resnet2d", 4), "resnet2d"
     )
 
 
@@ -221,10 +214,7 @@ def test_augmentation_keeps_one_hot_labels_and_image_range() -> None:
 
     from monai_qc.augmentation import augment_inputs
 
-    image, labels = make_phantom(3, n_slices=8, size=(64, 64))
-    seg = torch.as_tensor(labels.astype(np.int64))
-    onehot = torch.nn.functional.one_hot(seg, 4).permute(0, 3, 1, 2).float()
-    x = torch.cat([torch.as_tensor(image / image.max()).float().unsqueeze(1), onehot], 1)
+    x, _ = qc_data_fixtures.phantom_inputs(3)
     y = augment_inputs(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape
     assert set(torch.unique(y[:, 1:]).tolist()) == {0.0, 1.0}
