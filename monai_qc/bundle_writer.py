@@ -263,6 +263,10 @@ def training_summary(settings: Mapping[str, Any]) -> str:
             "(one structure dropped, eroded, dilated or shifted) or by the expert labels, "
             "scored against the expert labels"
         )
+        from_expert = float(settings.get("damage_from_expert", 0.0))
+        if from_expert > 0:
+            text += f", {from_expert:.0%} of the damage applied to the expert labels themselves"
+
     return text + "."
 
 

@@ -133,16 +133,20 @@ class QCSamples:
         probability: float,
         generator: torch.Generator,
         context: int = 0,
+        from_expert: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of ``index``, a ``probability`` share synthetically damaged.
 
-        Damaged samples are scored against ``truth`` (see :mod:`monai_qc.slice_damage`); only
-        the centre slice is damaged, its ``context`` neighbours keep their segmentation.
+        Damaged samples are scored against ``truth`` (see :mod:`monai_qc.slice_damage`, also
+        for ``from_expert``); only the centre slice is damaged, its ``context`` neighbours keep
+        their segmentation.
         """
         eligible = self.damage_eligible()[index]  # raises without expert labels
         assert self.truth is not None
         truth = self.truth[index]
-        seg, damaged = damage_batch(self.seg[index], truth, probability, generator, eligible)
+        seg, damaged = damage_batch(
+            self.seg[index], truth, probability, generator, eligible, from_expert
+        )
         targets = self.targets(index)
         if damaged.any():
             dsc, mvsf = slice_scores(seg[damaged], truth[damaged], self.n_classes)
@@ -219,6 +223,7 @@ class TrainConfig:
     select_by: str = "val_dsc_mae"
     init_weights: str | None = None  # state dict (.pt) or QC bundle folder to start from
     expert_map_weight: float = 0.1  # Dice + cross-entropy of an expert-label map, if predicted
+    damage_from_expert: float = 0.0  # share of damaged slices damaged from the expert labels
 
     def __post_init__(self) -> None:
         if self.select_by not in SELECTION_CRITERIA:
@@ -413,7 +418,9 @@ def fit_slices(data: Path, out_dir: Path, config: TrainConfig) -> torch.nn.Modul
         def train_batch(
             index: torch.Tensor, generator: torch.Generator
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            return train_set.damaged_batch(index, config.damage_probability, generator, context)
+            return train_set.damaged_batch(
+                index, config.damage_probability, generator, context, config.damage_from_expert
+            )
 
     return fit(
         config,

@@ -66,3 +66,23 @@ def test_damage_batch_touches_only_the_drawn_share(labels: torch.Tensor) -> None
     changed = (out != eroded).flatten(1).any(1)
     assert not changed[~damaged].any()
     assert 0 < int(damaged.sum()) < len(labels)
+
+
+def test_damage_from_expert_gives_near_expert_maps(labels: torch.Tensor) -> None:
+    """from_expert 1 damages the expert labels, not a poor segmentation; 0 keeps the old draws."""
+    labels = labels.repeat(4, 1, 1)  # 24 maps: every damage kind drawn several times
+    poor = torch.roll(labels, shifts=12, dims=1)  # every structure misplaced by 12 pixels
+    out_seg, damaged_seg = damage_batch(poor, labels, 1.0, torch.Generator().manual_seed(2))
+    out_exp, damaged_exp = damage_batch(
+        poor, labels, 1.0, torch.Generator().manual_seed(2), from_expert=1.0
+    )
+    assert damaged_seg.all() and damaged_exp.all()
+    dsc_seg, _ = slice_scores(out_seg, labels, K)
+    dsc_exp, _ = slice_scores(out_exp, labels, K)
+    # one structure damaged per map, starting from the expert's labels: near-expert scores
+    assert float(dsc_exp[:, 1:].mean()) > 0.75 > float(dsc_seg[:, 1:].mean()) + 0.2
+    assert (dsc_exp[:, 1:] < 0.999).any(1).sum() >= 12  # most maps are damaged, not copied
+    zero, _ = damage_batch(poor, labels, 1.0, torch.Generator().manual_seed(2), from_expert=0.0)
+    assert torch.equal(zero, out_seg)
+    with pytest.raises(ValueError, match="from_expert"):
+        damage_batch(poor, labels, 1.0, torch.Generator(), from_expert=1.5)

@@ -293,7 +293,8 @@ def test_fine_tuning_starts_from_a_bundle(qc_data: dict[str, Path], tmp_path: Pa
 
     start = _untrained_bundle(tmp_path / "start")
     args = ["train", "--data", str(qc_data["data"]), "--networks", "resnet2d", "--epochs", "1"]
-    args += ["--batch-size", "16", "--init-weights", str(start)]
+    args += ["--batch-size", "16", "--damage-probability", "0.5", "--damage-from-expert", "0.5"]
+    args += ["--init-weights", str(start)]
     # learning rate 0: the fitted weights are the initial ones (batch statistics aside)
     run = CliRunner().invoke(
         main,
@@ -319,6 +320,8 @@ def test_fine_tuning_starts_from_a_bundle(qc_data: dict[str, Path], tmp_path: Pa
     assert summary.startswith(
         "Fitted for 1 epochs starting from the weights of an earlier fit of the same network"
     )
+    assert config.damage_from_expert == 0.5
+    assert "50% of the damage applied to the expert labels themselves" in summary
 
     not_a_bundle = CliRunner().invoke(
         main, [*args[:-1], str(tmp_path / "run"), "--run", str(tmp_path / "r2")]

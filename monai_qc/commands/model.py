@@ -73,6 +73,13 @@ def _views_option(default: str | None, help: str) -> Callable[[Callable[..., Any
     "scored against the expert labels the data set stores.",
 )
 @click.option(
+    "--damage-from-expert",
+    default=0.0,
+    show_default=True,
+    help="Share of those damaged slices whose damage starts from the expert labels instead "
+    "of the segmentation: near-expert labels, so the network learns the high-DSC range.",
+)
+@click.option(
     "--augment/--no-augment",
     default=True,
     show_default=True,
@@ -106,6 +113,7 @@ def train(
     init_weights: Path | None,
     mvsf_weight: float,
     damage_probability: float,
+    damage_from_expert: float,
     augment: bool,
     select_by: str,
     test_time_views: str,
@@ -144,6 +152,7 @@ def train(
             damage_probability if is_2d else 0.0,
             select_by,
             str(init_weights) if init_weights and is_2d else None,
+            damage_from_expert=damage_from_expert,
         )
         if is_2d:
             try:
