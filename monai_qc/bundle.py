@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,33 @@ def load_bundle(path_or_name: str | Path | None = None) -> tuple[ConfigParser, P
     return parser, root
 
 
+def read_state_dict(weights_file: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file: a plain state dict or a checkpoint holding one.
+
+    Raises:
+        ValueError: the file is not readable by ``torch.load`` or holds no state dict.
+    """
+    try:
+        state: Any = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or foreign file: torch raises several kinds
+        raise ValueError(f"{weights_file}: not a readable PyTorch state dict ({error})") from error
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not (isinstance(state, Mapping) and all(torch.is_tensor(v) for v in state.values())):
+        raise ValueError(
+            f"{weights_file}: not a state dict (a mapping of parameter names to tensors)"
+        )
+    return dict(state)
+
+
 def load_weights(network: torch.nn.Module, weights_file: Path) -> None:
     """Load a state dict (or a checkpoint holding ``state_dict``) into ``network``."""
     if not weights_file.is_file():
         raise BundleError(f"{weights_file}: the bundle has no trained weights")
-    state: Any = torch.load(weights_file, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    try:
+        state = read_state_dict(weights_file)
+    except ValueError as error:
+        raise BundleError(str(error)) from error
     try:
         network.load_state_dict(state)
     except RuntimeError as error:

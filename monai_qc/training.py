@@ -24,6 +24,7 @@ from monai.losses import DiceCELoss
 from tqdm import tqdm
 
 from monai_qc.augmentation import augment_inputs, augment_with_expert_labels
+from monai_qc.bundle import read_state_dict
 from monai_qc.networks import build_qc_network
 from monai_qc.report import atomic_write_text
 from monai_qc.slice_damage import damage_batch, slice_scores
@@ -243,13 +244,7 @@ def initial_state(path: str | Path) -> dict[str, torch.Tensor]:
     file = path / "models" / "model.pt" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no initial weights (a .pt file or a QC bundle folder)")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated or foreign file: torch raises several kinds
-        raise ValueError(f"{file}: not a readable PyTorch state dict ({error})") from error
-    if not (isinstance(state, Mapping) and all(torch.is_tensor(v) for v in state.values())):
-        raise ValueError(f"{file}: not a state dict (a mapping of parameter names to tensors)")
-    return dict(state)
+    return read_state_dict(file)
 
 
 def output_weights(config: TrainConfig, n_outputs: int, n_classes: int) -> torch.Tensor:

@@ -133,3 +133,26 @@ def test_network_and_preprocessing_must_agree_on_context_slices() -> None:
     predictor = QCPredictor(network, QCSliceInputs(4, context_slices=1), PHANTOM_LABELS)
     image, labels = make_phantom(5, n_slices=5)
     assert predictor.predict(image, labels, (10.0, 1.5, 1.5)).slice_dsc.shape == (5, 4)
+
+
+def test_bundle_weights_are_read_or_named(tmp_path) -> None:
+    """A checkpoint holding ``state_dict`` loads; a broken or missing weights file names itself."""
+    import torch
+
+    from monai_qc.bundle import load_weights
+    from monai_qc.errors import BundleError
+
+    net, other = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": net.state_dict(), "epoch": 4}, checkpoint)
+    load_weights(other, checkpoint)
+    assert torch.equal(other.weight, net.weight) and torch.equal(other.bias, net.bias)
+    broken = tmp_path / "model.pt"
+    broken.write_bytes(b"\x00" * 10)
+    with pytest.raises(BundleError, match="model.pt: not a readable PyTorch state dict"):
+        load_weights(other, broken)
+    with pytest.raises(BundleError, match="missing.pt: the bundle has no trained weights"):
+        load_weights(other, tmp_path / "missing.pt")
+    torch.save(torch.nn.Linear(4, 2).state_dict(), broken)
+    with pytest.raises(BundleError, match="model.pt: weights do not fit the network"):
+        load_weights(other, broken)
