@@ -41,14 +41,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    x = torch.rand(10, 5, 128, 128)
-    for name in ("resnet2d", "expert_map_resnet2d", "unet2d"):
-        net = build_qc_network(name, 4).eval()
-        with torch.inference_mode():
-            median, best = _time(lambda net=net: net(x), args.repeats)
-        rows.append((f"{name} forward, 10 slices", count_parameters(net), median, best))
     predictor = QCPredictor.from_bundle(args.bundle)
     height, width = predictor.preprocessing.spatial_size
+    # the unbundled networks at the bundle's input size: image + K one-hot channels
+    x = torch.rand(10, 1 + predictor.n_classes, height, width)
+    for name in ("resnet2d", "expert_map_resnet2d", "unet2d"):
+        net = build_qc_network(name, predictor.n_classes).eval()
+        with torch.inference_mode():
+            median, best = _time(lambda net=net: net(x), args.repeats)
+        size = f"10 slices of {height} x {width}"
+        rows.append((f"{name} forward, {size}", count_parameters(net), median, best))
     image, labels = make_phantom(0, n_slices=10, size=(256, 216))
     # the bundle's own preprocessing of a subject: whatever channels its network reads
     shipped = torch.as_tensor(
