@@ -266,7 +266,6 @@ def training_summary(settings: Mapping[str, Any]) -> str:
         from_expert = float(settings.get("damage_from_expert", 0.0))
         if from_expert > 0:
             text += f", {from_expert:.0%} of the damage applied to the expert labels themselves"
-
     return text + "."
 
 

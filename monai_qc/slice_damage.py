@@ -16,8 +16,8 @@ Damage kinds (one random foreground class present on the slice):
 - ``shift``: the class moved by up to 6 pixels.
 
 With ``from_expert`` > 0, that share of the damaged maps is damaged starting from the expert
-labels instead of the segmentation: near-expert maps (DSC mostly 0.7-0.95), a range the
-collected segmentations of some structures rarely reach.
+labels instead of the segmentation: expert-quality maps with one structure damaged, the others
+exactly as the expert drew them, a quality that the collected segmentations rarely reach.
 """
 
 from __future__ import annotations

@@ -231,6 +231,8 @@ class TrainConfig:
             raise ValueError(
                 f"select_by {self.select_by!r}; known: {', '.join(SELECTION_CRITERIA)}"
             )
+        if not 0.0 <= self.damage_from_expert <= 1.0:
+            raise ValueError(f"damage_from_expert must be in [0, 1], got {self.damage_from_expert}")
 
 
 def initial_state(path: str | Path) -> dict[str, torch.Tensor]:

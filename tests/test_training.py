@@ -201,11 +201,14 @@ def test_output_weights_scale_mvsf_terms_of_2d_networks_only() -> None:
     assert output_weights(config, 4, 4).tolist() == [1, 1, 1, 1]
 
 
-def test_train_config_rejects_unknown_selection_criterion() -> None:
+def test_train_config_rejects_bad_settings() -> None:
+    """An unknown selection criterion or a share outside [0, 1] fails at once, named."""
     from monai_qc.training import TrainConfig
 
     with pytest.raises(ValueError, match="val_dsc_mae, val_loss"):
         TrainConfig("resnet2d", select_by="val_accuracy")
+    with pytest.raises(ValueError, match="damage_from_expert must be in"):
+        TrainConfig("resnet2d", damage_from_expert=1.5)
 
 
 def test_augmentation_keeps_one_hot_labels_and_image_range() -> None:

@@ -74,10 +74,11 @@ def _views_option(default: str | None, help: str) -> Callable[[Callable[..., Any
 )
 @click.option(
     "--damage-from-expert",
+    type=click.FloatRange(0.0, 1.0),
     default=0.0,
     show_default=True,
     help="Share of those damaged slices whose damage starts from the expert labels instead "
-    "of the segmentation: near-expert labels, so the network learns the high-DSC range.",
+    "of the segmentation: expert-quality slices with one structure damaged.",
 )
 @click.option(
     "--augment/--no-augment",
