@@ -10,6 +10,7 @@ each volume gets the verdict that ``monai-qc check`` would give with the bundle'
 - Per volume: how many good volumes (every class at true 3D DSC >= 0.7) fail, and how many of
   those fails rest on a slice that truly fails (true DSC below 0.3 for a flagged class): the
   gate localises a wrong slice inside a volume whose overall DSC hides it. Bad volumes caught.
+- The same counts for slice thresholds 0.1-0.5: the trade between false and missed flags.
 
 Writes markdown + JSON.
 
@@ -29,10 +30,10 @@ import numpy as np
 import torch
 
 from monai_qc.evaluate_run import predict_2d
-from monai_qc.inference import QCPredictor, QCResult
+from monai_qc.inference import QCPredictor, QCResult, Thresholds
 from monai_qc.reconstruction import reconstruct_volume_dsc
 from monai_qc.report import write_table_and_data
-from monai_qc.training import load_samples, record_targets
+from monai_qc.training import QCSamples, load_samples, record_targets
 
 logger = logging.getLogger("gate_on_variants")
 
@@ -40,6 +41,7 @@ OUT = Path(__file__).parent / "results" / "gate_on_variants.md"
 GOOD = 0.7  # a volume is good when every class reaches this true 3D DSC
 SLICE_WRONG = 0.3  # a slice truly fails below this true DSC (the method's slice threshold)
 FLAG_RIGHT = 0.5  # a flag is counted right when the slice's true DSC is below this
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5)  # slice thresholds compared in the second table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def gate_results(
-    predictor: QCPredictor, pred: np.ndarray, seg_area: np.ndarray, record: np.ndarray
+    predictor: QCPredictor,
+    thresholds: Thresholds,
+    pred: np.ndarray,
+    seg_area: np.ndarray,
+    record: np.ndarray,
 ) -> dict[int, QCResult]:
     """The gate's result for every record, from per-slice predictions (N, 2K) in slice order."""
     k = predictor.n_classes
@@ -69,25 +75,23 @@ def gate_results(
             area,
             reconstruct_volume_dsc(dsc, mvsf, area),
             (1.0, 1.0, 1.0),
-            predictor.thresholds,
+            thresholds,
         )
     return results
 
 
-def evaluate_split(
-    data: Path, split: str, predictor: QCPredictor, classes: list[str]
+def verdict_counts(
+    results: dict[int, QCResult],
+    samples: QCSamples,
+    truth_area: np.ndarray,
+    targets: dict[int, np.ndarray],
+    classes: list[str],
 ) -> dict[str, Any]:
-    """Slice-flag and volume-verdict numbers of one split."""
-    samples = load_samples(data / f"{split}.npz")
-    with np.load(data / f"{split}.npz") as arrays:
-        truth_area = arrays["truth_area"]
-    pred = predict_2d(predictor.network, samples)
-    results = gate_results(predictor, pred, samples.seg_area, samples.record)
+    """Slice flags per class and volume verdicts, counted against the true DSCs."""
     true_slice = samples.dsc.numpy()
-    low = np.concatenate([results[int(r)].low_slices for r in np.unique(samples.record)])
-    order = np.concatenate([np.flatnonzero(samples.record == r) for r in np.unique(samples.record)])
-    flags = np.zeros_like(low)
-    flags[order] = low
+    flags = np.zeros(true_slice.shape, dtype=bool)
+    for r, result in results.items():
+        flags[samples.record == r] = result.low_slices
     held = (samples.seg_area > 0) | (truth_area > 0)
     per_class = {}
     for j, name in enumerate(classes[1:], start=1):
@@ -100,7 +104,6 @@ def evaluate_split(
             "wrong_slices": int(wrong.sum()),
             "wrong_flagged": int((flagged & wrong).sum()),
         }
-    targets = record_targets(data / "records.csv", classes)
     volumes = {"good": 0, "good_failed": 0, "good_failed_on_wrong_slice": 0, "bad": 0}
     volumes["bad_failed"] = 0
     for r, result in results.items():
@@ -113,7 +116,33 @@ def evaluate_split(
         if good and failed:
             truly_wrong = flags[rows] & (true_slice[rows] < SLICE_WRONG)
             volumes["good_failed_on_wrong_slice"] += bool(truly_wrong.any())
-    return {"n_subjects": len(results), "n_slices": len(samples), "slices": per_class, **volumes}
+    return {"slices": per_class, **volumes}
+
+
+def evaluate_split(
+    data: Path, split: str, predictor: QCPredictor, classes: list[str]
+) -> dict[str, Any]:
+    """Flag and verdict numbers of one split, at the bundle's thresholds and at each of SWEEP.
+
+    A SWEEP value is the slice threshold of every class; the volume thresholds stay the bundle's.
+    """
+    samples = load_samples(data / f"{split}.npz")
+    with np.load(data / f"{split}.npz") as arrays:
+        truth_area = arrays["truth_area"]
+    pred = predict_2d(predictor.network, samples)
+    targets = record_targets(data / "records.csv", classes)
+
+    def counts(thresholds: Thresholds) -> dict[str, Any]:
+        results = gate_results(predictor, thresholds, pred, samples.seg_area, samples.record)
+        return verdict_counts(results, samples, truth_area, targets, classes)
+
+    shipped = counts(predictor.thresholds)
+    sweep = {
+        str(t): counts(Thresholds(predictor.thresholds.min_dsc, dict.fromkeys(classes[1:], t)))
+        for t in SWEEP
+    }
+    n_subjects = shipped["good"] + shipped["bad"]
+    return {"n_subjects": n_subjects, "n_slices": len(samples), **shipped, "sweep": sweep}
 
 
 def _share(part: int, whole: int) -> str:
@@ -153,7 +182,22 @@ def markdown(results: dict[str, Any], classes: list[str]) -> str:
             f"{_share(r['good_failed_on_wrong_slice'], r['good_failed'])} |",
             f"| bad ({r['bad']}) | {_share(r['bad_failed'], r['bad'])} | |",
             "",
+            "The same with another slice threshold for every class (volume thresholds kept):",
+            "",
+            "| slice threshold | flags right | truly failed slices flagged | good volumes failed "
+            "| bad volumes failed |",
+            "|---|---|---|---|---|",
         ]
+        for threshold, c in r["sweep"].items():
+            flagged = sum(x["flagged"] for x in c["slices"].values())
+            right = sum(x["right"] for x in c["slices"].values())
+            wrong = sum(x["wrong_slices"] for x in c["slices"].values())
+            caught = sum(x["wrong_flagged"] for x in c["slices"].values())
+            lines.append(
+                f"| {threshold} | {_share(right, flagged)} | {_share(caught, wrong)} | "
+                f"{_share(c['good_failed'], c['good'])} | {_share(c['bad_failed'], c['bad'])} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
