@@ -279,7 +279,8 @@ def fit(
     batches instead of ``train_x`` / ``train_y`` (synthetic damage changes both).
     ``expert_labels`` index -> (B, H, W) expert class indices: required by networks that map
     them (``maps_expert_labels``), whose loss adds ``config.expert_map_weight`` times the Dice +
-    cross-entropy of that map; they are augmented with the inputs.
+    cross-entropy of that map; they are augmented with the inputs. Each epoch's ``train_loss``
+    is the score loss alone, comparable between networks; the map's loss is ``train_map_loss``.
 
     The network starts from ``config.init_weights`` when given (fine-tuning), unless
     ``last.pt`` resumes the run. Writes ``best.pt`` (state dict of the best validation epoch by
@@ -328,7 +329,7 @@ def fit(
         t0 = time.perf_counter()
         network.train()
         order = torch.randperm(n_train, generator=generator)
-        losses = []
+        losses, map_losses = [], []
         batches = order.split(config.batch_size)
         for index in tqdm(batches, desc=f"{config.network} epoch {epoch + 1}", leave=False):
             if train_batch is None:
@@ -342,16 +343,17 @@ def fit(
                 else:
                     x, truth = augment_with_expert_labels(x, truth, generator)
             if truth is None:
-                loss = weighted_mse(network(x), y)
+                loss = score_loss = weighted_mse(network(x), y)
             else:
                 scores, logits = network.forward_with_map(x)
-                loss = weighted_mse(scores, y) + config.expert_map_weight * map_loss(
-                    logits, truth[:, None].long()
-                )
+                score_loss = weighted_mse(scores, y)
+                expert_map_loss = map_loss(logits, truth[:, None].long())
+                loss = score_loss + config.expert_map_weight * expert_map_loss
+                map_losses.append(expert_map_loss.item())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(score_loss.item())
         scheduler.step()
         network.eval()
         with torch.inference_mode():
@@ -361,10 +363,13 @@ def fit(
         val_loss = float(weighted_mse(val_pred, val_y))
         k = n_classes
         val_mae = float((val_pred[:, :k] - val_y[:, :k]).abs().mean())
+        # train_loss is the score loss of every network; an expert-label map's own loss apart
         history.append(
             {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
              "val_dsc_mae": val_mae, "seconds": time.perf_counter() - t0}
         )  # fmt: skip
+        if map_losses:
+            history[-1]["train_map_loss"] = float(np.mean(map_losses))
         if (score := history[-1][config.select_by]) < best:
             best = score
             save_atomic(network.state_dict(), out_dir / "best.pt")
