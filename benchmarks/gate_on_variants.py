@@ -20,38 +20,23 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from qc_splits import parse_args, run_splits
 
 from monai_qc.evaluate_run import predict_2d
 from monai_qc.inference import QCPredictor, QCResult, Thresholds
 from monai_qc.reconstruction import reconstruct_volume_dsc
-from monai_qc.report import write_table_and_data
 from monai_qc.training import QCSamples, load_samples, record_targets
-
-logger = logging.getLogger("gate_on_variants")
 
 OUT = Path(__file__).parent / "results" / "gate_on_variants.md"
 GOOD = 0.7  # a volume is good when every class reaches this true 3D DSC
 SLICE_WRONG = 0.3  # a slice truly fails below this true DSC (the method's slice threshold)
 FLAG_RIGHT = 0.5  # a flag is counted right when the slice's true DSC is below this
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5)  # slice thresholds compared in the second table
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="QC data set folder")
-    p.add_argument("--bundle", default=None, help="QC bundle folder or name (default: shipped)")
-    p.add_argument("--splits", default="val,test", help="comma-separated splits")
-    p.add_argument("--out", type=Path, default=OUT, help="markdown table (JSON beside it)")
-    return p.parse_args(argv)
 
 
 def gate_results(
@@ -203,22 +188,8 @@ def markdown(results: dict[str, Any], classes: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Rate every slice of the chosen splits once; write the tables."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(2)
-    classes = json.loads((args.data / "manifest.json").read_text())["classes"]
-    predictor = QCPredictor.from_bundle(args.bundle)
-    results: dict[str, Any] = {
-        "bundle": str(args.bundle or "shipped (cmr_acdc_qc)"),
-        "data": str(args.data),
-        "thresholds": predictor.thresholds.to_dict(),
-        "splits": {},
-    }
-    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        logger.info("%s split", split)
-        results["splits"][split] = evaluate_split(args.data, split, predictor, classes)
-    write_table_and_data(args.out, markdown(results, classes), results)
-    logger.info("wrote %s", args.out)
+    args = parse_args(argv, __doc__, "val,test", OUT)
+    run_splits(args, evaluate_split, markdown, with_thresholds=True)
 
 
 if __name__ == "__main__":

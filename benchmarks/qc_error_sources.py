@@ -16,21 +16,15 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from qc_splits import parse_args, run_splits
 
 from monai_qc.evaluate_run import predict_2d, reconstruct_by_record
 from monai_qc.inference import QCPredictor
-from monai_qc.report import write_table_and_data
 from monai_qc.training import QCSamples, record_targets, samples_from_arrays
-
-logger = logging.getLogger("qc_error_sources")
 
 OUT = Path(__file__).parent / "results" / "qc_error_sources.md"
 SOURCES = {
@@ -40,16 +34,6 @@ SOURCES = {
     "true DSC and MVSF (reconstruction alone)": ("true", "true"),
 }
 PRESENCE = ("both", "segmentation only", "expert only", "neither")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="QC data set folder")
-    p.add_argument("--bundle", default=None, help="QC bundle folder or name (default: shipped)")
-    p.add_argument("--splits", default="train,val,test", help="comma-separated splits")
-    p.add_argument("--out", type=Path, default=OUT, help="markdown table (JSON beside it)")
-    return p.parse_args(argv)
 
 
 def volume_errors(
@@ -156,19 +140,9 @@ def markdown(results: dict[str, Any], classes: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Predict every slice of the chosen splits once; write the tables."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(2)
-    classes = json.loads((args.data / "manifest.json").read_text())["classes"]
-    predictor = QCPredictor.from_bundle(args.bundle)
-    bundle = args.bundle or "shipped (cmr_acdc_qc)"
-    results: dict[str, Any] = {"bundle": str(bundle), "data": str(args.data), "splits": {}}
-    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        logger.info("%s split", split)
-        results["splits"][split] = evaluate_split(args.data, split, predictor, classes)
-    write_table_and_data(args.out, markdown(results, classes), results)
-    logger.info("wrote %s", args.out)
+    """Rate every slice of the chosen splits once; write the tables."""
+    args = parse_args(argv, __doc__, "train,val,test", OUT)
+    run_splits(args, evaluate_split, markdown)
 
 
 if __name__ == "__main__":
