@@ -62,7 +62,7 @@ def check(
     "min_slice_dsc",
     multiple=True,
     metavar="CLASS=VALUE",
-    help="Minimum predicted DSC of a class on every slice (repeatable).",
+    help="Minimum predicted DSC of a class on every slice (repeatable; '*' for all).",
 )
 @click.option(
     "--junit",
