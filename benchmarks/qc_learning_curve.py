@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_qc.bundle import read_state_dict
 from monai_qc.evaluate_run import predict_2d, reconstruct_by_record
 from monai_qc.networks import build_qc_network
 from monai_qc.report import write_table_and_data
@@ -82,7 +83,7 @@ def train(subset: Path, run: Path) -> None:
 def rate_splits(data: Path, weights: Path, classes: list[str]) -> dict[str, Any]:
     """3D and slice DSC MAE per class of the validation and test splits."""
     network = build_qc_network("resnet2d", len(classes))
-    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    network.load_state_dict(read_state_dict(weights))
     network.eval()
     targets = record_targets(data / "records.csv", classes)
     out: dict[str, Any] = {}
