@@ -22,6 +22,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from monai_qc.bundle import read_state_dict
 from monai_qc.evaluate_run import predict_2d, reconstruct_by_record
 from monai_qc.networks import build_qc_network
 from monai_qc.report import write_table_and_data
-from monai_qc.training import load_samples, record_targets
+from monai_qc.training import QCSamples, record_targets, samples_from_arrays
 
 logger = logging.getLogger("qc_learning_curve")
 OUT = Path(__file__).parent / "results" / "qc_learning_curve.md"
@@ -80,26 +81,44 @@ def train(subset: Path, run: Path) -> None:
     subprocess.run(command, check=True)
 
 
-def rate_splits(data: Path, weights: Path, classes: list[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RatedSplit:
+    """A split to rate: its samples, which classes each slice holds, and true 3D DSC."""
+
+    samples: QCSamples
+    present: np.ndarray  # (N, K): the class is in the segmentation or the expert labels
+    record_ids: np.ndarray
+    true_3d: np.ndarray  # (R, K)
+
+
+def load_rated_splits(data: Path, classes: list[str]) -> dict[str, RatedSplit]:
+    """The validation and test splits, read once for every point of the curve."""
+    targets = record_targets(data / "records.csv", classes)
+    splits = {}
+    for split in SPLITS:
+        with np.load(data / f"{split}.npz") as arrays:
+            samples = samples_from_arrays({key: arrays[key] for key in arrays.files})
+            present = (arrays["truth_area"] > 0) | (samples.seg_area > 0)
+        ids = np.unique(samples.record)
+        splits[split] = RatedSplit(samples, present, ids, np.stack([targets[int(r)] for r in ids]))
+    return splits
+
+
+def rate_splits(weights: Path, splits: dict[str, RatedSplit], classes: list[str]) -> dict[str, Any]:
     """3D and slice DSC MAE per class of the validation and test splits."""
     network = build_qc_network("resnet2d", len(classes))
     network.load_state_dict(read_state_dict(weights))
     network.eval()
-    targets = record_targets(data / "records.csv", classes)
+    k = len(classes)
     out: dict[str, Any] = {}
-    for split in SPLITS:
-        samples = load_samples(data / f"{split}.npz")
-        with np.load(data / f"{split}.npz") as arrays:
-            present = (arrays["truth_area"] > 0) | (samples.seg_area > 0)
-        ids = np.unique(samples.record)
+    for name, split in splits.items():
+        samples, present = split.samples, split.present
         pred = predict_2d(network, samples)
-        k = len(classes)
-        pred_3d = reconstruct_by_record(samples, pred[:, :k], pred[:, k:], ids)
-        true_3d = np.stack([targets[int(r)] for r in ids])
+        pred_3d = reconstruct_by_record(samples, pred[:, :k], pred[:, k:], split.record_ids)
         true_2d = samples.dsc.numpy()
-        out[split] = {
+        out[name] = {
             classes[c]: {
-                "mae_3d": float(np.nanmean(np.abs(pred_3d[:, c] - true_3d[:, c]))),
+                "mae_3d": float(np.nanmean(np.abs(pred_3d[:, c] - split.true_3d[:, c]))),
                 "mae_2d": float(np.abs(pred[present[:, c], c] - true_2d[present[:, c], c]).mean()),
             }
             for c in range(1, k)
@@ -176,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     classes = json.loads((args.data / "manifest.json").read_text())["classes"]
     patients = training_patients(args.data)
+    rated = load_rated_splits(args.data, classes)
     order = list(np.random.default_rng(0).permutation(sorted(patients)))
     points = []
     for n in sorted(int(x) for x in args.patients.split(",")):
@@ -196,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             "patients": n, "volumes": len(records), "slices": slices,
             "best_epoch": best.get("epoch"),
             "epoch_s": float(np.median([epoch["seconds"] for epoch in history])),
-            "splits": rate_splits(args.data, run / "resnet2d" / "best.pt", classes),
+            "splits": rate_splits(run / "resnet2d" / "best.pt", rated, classes),
         })  # fmt: skip
         logger.info("%d patients: %s", n, points[-1]["splits"])
     results = {"data": str(args.data), "recipe": RECIPE, "points": points}
