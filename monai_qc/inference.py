@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_qc.bundle import load_bundle, load_weights
-from monai_qc.errors import QCInputError
+from monai_qc.bundle import load_bundle, load_weights, resolve_bundle
+from monai_qc.errors import BundleError, QCInputError
 from monai_qc.reconstruction import reconstruct_volume_dsc
+from monai_qc.run_manifest import bundle_identity
 
 __all__ = [
     "QCPredictor",
@@ -216,6 +217,8 @@ class QCPredictor:
         thresholds: case and slice thresholds.
         device: torch device of the network.
         name: name of the model (reported).
+        identity: the bundle's name, version and SHA-256 (``bundle_identity``),
+            reported with every result; None for a network not loaded from a bundle.
     """
 
     def __init__(
@@ -226,6 +229,7 @@ class QCPredictor:
         thresholds: Thresholds | None = None,
         device: str | torch.device = "cpu",
         name: str = "qc",
+        identity: Mapping[str, str] | None = None,
     ) -> None:
         context = getattr(network, "context_slices", 0)
         stacked = getattr(preprocessing, "context_slices", context)
@@ -242,13 +246,37 @@ class QCPredictor:
         self.n_classes = 1 + len(self.labels)
         self.thresholds = thresholds or Thresholds()
         self.name = name
+        self.identity = dict(identity) if identity else {"name": name, "version": "", "sha256": ""}
 
     @classmethod
     def from_bundle(
-        cls, path_or_name: str | Path | None = None, device: str | torch.device = "cpu"
+        cls,
+        path_or_name: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        expected_sha256: str | None = None,
     ) -> QCPredictor:
-        """A predictor from a bundle folder or the name of a shipped bundle (default one)."""
-        parser, root = load_bundle(path_or_name)
+        """A predictor from a bundle folder or the name of a shipped bundle (default one).
+
+        A bundle is code (its configs may run Python): load only bundles you trust, and pin
+        one by its identity with ``expected_sha256`` (see :func:`bundle_identity`).
+
+        Raises:
+            BundleError: the bundle cannot be loaded, or its SHA-256 is not ``expected_sha256``.
+        """
+        root = resolve_bundle(path_or_name).resolve()
+        identity = bundle_identity(root)
+        if expected_sha256 is not None and identity["sha256"] != expected_sha256.lower():
+            raise BundleError(
+                f"{root}: bundle SHA-256 is {identity['sha256']}, not the expected "
+                f"{expected_sha256}; refusing to load it"
+            )
+        logger.info(
+            "QC bundle %s version %s sha256 %s",
+            identity["name"],
+            identity["version"] or "?",
+            identity["sha256"],
+        )
+        parser, root = load_bundle(root)
         labels = {str(k): int(v) for k, v in parser.get_parsed_content("labels").items()}
         network = parser.get_parsed_content("network_def")
         load_weights(network, root / "models" / "model.pt")
@@ -261,6 +289,7 @@ class QCPredictor:
             thresholds,
             device,
             name=root.name,
+            identity=identity,
         )
 
     def predict(
@@ -313,5 +342,5 @@ class QCPredictor:
             volume_dsc=reconstruct_volume_dsc(dsc, mvsf, areas),
             spacing=tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
             thresholds=self.thresholds,
-            extra={"model": self.name},
+            extra={"model": self.name, "bundle": dict(self.identity)},
         )
