@@ -10,11 +10,15 @@ the (predicted) slice scores::
 With the true slice DSC and MVSF this reproduces the true 3D DSC exactly, provided every slice
 holding truth of the class also holds segmentation of it.
 
-Blind spot: where ``|z_i| = 0`` the estimated truth area and intersection are 0 whatever the
-scores say (a missed structure cannot be sized from an empty segmentation), so truth that the
-segmentation missed on a whole slice is invisible and the 3D DSC is overestimated. The scores
-of such slices are ignored, so NaN (undefined) scores there are harmless; a NaN score on a
-slice with a non-empty segmentation makes the class's result NaN.
+Missed slices: where ``|z_i| = 0`` the scores cannot size the truth (MVSF of an empty
+segmentation is -2 whatever the truth), so the formula alone sees a structure missed on a whole
+slice as absent and overestimates the 3D DSC. :func:`gap_truth_area` estimates the truth that a
+segmentation missed on a slice *between* two slices holding the class (a gap) by linear
+interpolation of the segmented areas of the nearest slices below and above; passed as
+``missed_area`` it joins the truth sum with an intersection of 0, which lowers the 3D DSC as the
+missed truth would. A class missed on end slices (apex, base) stays invisible. The scores of
+empty slices are ignored, so NaN (undefined) scores there are harmless; a NaN score on a slice
+with a non-empty segmentation makes the class's result NaN.
 
 MVSF is clipped to ``[-2, 2 - eps]`` before use: ``+2`` would divide by zero, while ``-2`` (no
 truth on the slice) gives an estimated truth area of exactly 0.
@@ -25,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["estimated_truth_area", "reconstruct_volume_dsc"]
+__all__ = ["estimated_truth_area", "gap_truth_area", "reconstruct_volume_dsc"]
 
 DEFAULT_EPS = 1e-6
 
@@ -84,11 +88,40 @@ def estimated_truth_area(
     return _truth_area(m, area, eps)
 
 
+def gap_truth_area(seg_area: ArrayLike) -> NDArray[np.float64]:
+    """Truth area a segmentation missed on slices inside a class's gaps, by interpolation.
+
+    A gap is a slice where the class is empty although slices below and above hold it. There
+    the estimate is the linear interpolation (by slice index) of the nearest non-empty slices'
+    areas; everywhere else it is 0.
+
+    Args:
+        seg_area: segmentation area per slice and class, shape (..., S, K).
+
+    Returns:
+        The estimated missed truth area, same shape.
+    """
+    area = _as_scores("seg_area", seg_area)
+    flat = area.reshape(-1, *area.shape[-2:])
+    missed = np.zeros_like(flat)
+    index = np.arange(area.shape[-2])
+    for b, k in np.ndindex(flat.shape[0], flat.shape[-1]):
+        column = flat[b, :, k]
+        present = np.flatnonzero(column > 0)
+        if present.size < 2:
+            continue
+        gap = (column == 0) & (index > present[0]) & (index < present[-1])
+        if gap.any():
+            missed[b, gap, k] = np.interp(index[gap], present, column[present])
+    return missed.reshape(area.shape)
+
+
 def reconstruct_volume_dsc(
     slice_dsc: ArrayLike,
     slice_mvsf: ArrayLike,
     seg_area: ArrayLike,
     eps: float = DEFAULT_EPS,
+    missed_area: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
     """3D DSC of each class from per-slice DSC, MVSF and segmentation areas (2D_R).
 
@@ -97,6 +130,9 @@ def reconstruct_volume_dsc(
         slice_mvsf: MVSF per slice and class, same shape.
         seg_area: segmentation area ``|z_i|`` per slice and class (voxels), same shape.
         eps: MVSF is clipped to ``[-2, 2 - eps]``.
+        missed_area: estimated truth area on slices where the segmentation is empty (e.g.
+            :func:`gap_truth_area`), same shape; it counts as truth with no intersection.
+            None: missed truth is not estimated (the formula of the paper).
 
     Returns:
         The reconstructed 3D DSC, shape (..., K). NaN for a class whose segmentation is empty
@@ -111,6 +147,11 @@ def reconstruct_volume_dsc(
     area, (d, m) = _check_inputs(seg_area, slice_dsc=slice_dsc, slice_mvsf=slice_mvsf)
     visible = area > 0
     truth = _truth_area(m, area, eps)
+    if missed_area is not None:
+        missed = _as_scores("missed_area", missed_area)
+        if missed.shape != area.shape or np.isnan(missed).any() or (missed < 0).any():
+            raise ValueError("missed_area must be non-negative numbers shaped like seg_area")
+        truth = truth + np.where(visible, 0.0, missed)
     inter = np.where(visible, 0.5 * np.where(visible, d, 0.0) * (truth + area), 0.0)
     denom = truth.sum(axis=-2) + area.sum(axis=-2)
     out = np.full(denom.shape, np.nan, dtype=np.float64)

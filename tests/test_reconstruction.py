@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monai_qc.metrics import slice_scores, volume_scores
-from monai_qc.reconstruction import estimated_truth_area, reconstruct_volume_dsc
+from monai_qc.reconstruction import estimated_truth_area, gap_truth_area, reconstruct_volume_dsc
 
 NAN = float("nan")
 
@@ -152,3 +152,28 @@ def test_validation_errors() -> None:
         reconstruct_volume_dsc(ok, ok, -ok)
     with pytest.raises(ValueError, match="eps"):
         estimated_truth_area(ok, ok, eps=0.0)
+
+
+def test_gap_truth_area_interpolates_only_inside_gaps() -> None:
+    area = np.array([[0, 10], [0, 20], [5, 0], [0, 0], [0, 50], [0, 0]], dtype=float)
+    missed = gap_truth_area(area)
+    # class 1: gap on slices 2-3 between 20 (slice 1) and 50 (slice 4); slice 5 is past the end
+    np.testing.assert_allclose(missed[:, 1], [0, 0, 30, 40, 0, 0])
+    # class 0 is segmented on one slice only: nothing to interpolate
+    np.testing.assert_array_equal(missed[:, 0], 0)
+    batch = gap_truth_area(np.stack([area, area]))
+    np.testing.assert_array_equal(batch[1], missed)
+
+
+def test_missed_area_lowers_the_3d_dsc_as_the_missed_truth_does() -> None:
+    truth = np.array([[40.0], [60.0], [80.0], [60.0]])
+    seg = truth.copy()
+    seg[2] = 0  # the structure missed on one slice between two that hold it
+    ones, zeros = np.ones_like(seg), np.zeros_like(seg)
+    true_dsc = 2 * 160 / (160 + 240)
+    assert reconstruct_volume_dsc(ones, zeros, seg)[0] == pytest.approx(1.0)
+    estimate = reconstruct_volume_dsc(ones, zeros, seg, missed_area=gap_truth_area(seg))[0]
+    assert estimate == pytest.approx(2 * 160 / (160 + 160 + 60))  # interpolated 60 for 80
+    assert abs(estimate - true_dsc) < 0.05
+    with pytest.raises(ValueError, match="missed_area"):
+        reconstruct_volume_dsc(ones, zeros, seg, missed_area=-ones)
