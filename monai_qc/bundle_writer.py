@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,17 @@ def inference_config(
     spatial_size: tuple[int, int] = (128, 128),
     network_kwargs: Mapping[str, Any] | None = None,
     context_slices: int = 0,
+    contiguous_classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """``configs/inference.json``: QC of a folder with ``python -m monai.bundle run``.
 
     ``context_slices``: neighbours on each side in the network's input (its preprocessing
-    stacks them; ``QCNet.context_slices``).
+    stacks them; ``QCNet.context_slices``). ``contiguous_classes``: classes that must be
+    present on every slice between their first and last slice (a gap fails the case);
+    None or empty writes no such setting.
     """
     context = {"context_slices": context_slices} if context_slices else {}
+    contiguous = {"contiguous_classes": list(contiguous_classes)} if contiguous_classes else {}
     return {
         "imports": [
             "$import pathlib",
@@ -63,6 +67,7 @@ def inference_config(
             **context,
         },
         "thresholds": dict(thresholds),
+        **contiguous,
         "images_dir": "images",
         "segs_dir": "segs",
         "output_dir": "qc",
@@ -195,14 +200,22 @@ def write_bundle(
     eval_metrics: Mapping[str, Any] | None = None,
     readme: str | None = None,
     train_config: TrainConfig | None = None,
+    contiguous_classes: Sequence[str] | None = None,
 ) -> Path:
-    """Write a complete QC bundle folder; return it."""
+    """Write a complete QC bundle folder; return it.
+
+    ``contiguous_classes``: classes that must have no gap along the slices (see
+    :func:`inference_config`); each must be one of ``labels``.
+    """
     folder = Path(folder)
+    unknown = sorted(set(contiguous_classes or ()) - set(labels))
+    if unknown:
+        raise ValueError(f"contiguous_classes names unknown class(es): {', '.join(unknown)}")
     (folder / "models").mkdir(parents=True, exist_ok=True)
     n_classes = 1 + len(labels)
     context = int(getattr(network, "context_slices", 0))
     config = inference_config(
-        network_name, labels, thresholds, spatial_size, network_kwargs, context
+        network_name, labels, thresholds, spatial_size, network_kwargs, context, contiguous_classes
     )
     meta = metadata(labels, n_classes, spatial_size, version, description, eval_metrics, context)
     atomic_write_text(folder / "configs" / "inference.json", json.dumps(config, indent=2))

@@ -13,6 +13,12 @@ import torch
 
 from monai_qc.bundle import load_bundle, load_weights, resolve_bundle
 from monai_qc.errors import BundleError, QCInputError
+from monai_qc.findings import (
+    Finding,
+    class_gaps,
+    outside_rated_region,
+    validate_contiguous_classes,
+)
 from monai_qc.reconstruction import reconstruct_volume_dsc
 from monai_qc.run_manifest import bundle_identity
 
@@ -109,6 +115,7 @@ class QCResult:
     spacing: tuple[float, float, float]
     thresholds: Thresholds
     extra: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def class_names(self) -> list[str]:
@@ -147,19 +154,47 @@ class QCResult:
 
     @property
     def failed_classes(self) -> list[str]:
-        """Classes whose reconstructed 3D DSC is below the case threshold."""
+        """Classes with a case threshold whose reconstructed 3D DSC is below it or not finite.
+
+        A class with no finite 3D DSC (segmented on no slice, or a NaN rating) has no value
+        to compare: it fails rather than passing unchecked.
+        """
         return [
             name
             for j, name in enumerate(self.class_names, start=1)
             if name in self.thresholds.min_dsc
-            and np.isfinite(self.volume_dsc[j])
-            and self.volume_dsc[j] < self.thresholds.min_dsc[name]
+            and not (
+                np.isfinite(self.volume_dsc[j])
+                and self.volume_dsc[j] >= self.thresholds.min_dsc[name]
+            )
         ]
 
     @property
     def verdict(self) -> str:
-        """``"fail"`` when a class or a slice is below its threshold, else ``"pass"``."""
-        return "fail" if self.failed_classes or self.flagged.any() else "pass"
+        """``"fail"`` when a class or a slice is below its threshold or on any finding."""
+        failed = self.failed_classes or self.flagged.any() or self.findings
+        return "fail" if failed else "pass"
+
+    def reasons(self) -> list[str]:
+        """Why the verdict is ``"fail"``, one sentence each (empty for a pass)."""
+        out = []
+        for name in self.failed_classes:
+            j = self.class_names.index(name) + 1
+            limit = self.thresholds.min_dsc[name]
+            if np.isfinite(self.volume_dsc[j]):
+                value = f"{self.volume_dsc[j]:.3f}"
+                out.append(f"{name}: predicted 3D DSC {value} below {limit:.3f}")
+            elif self.seg_area[:, j].sum() == 0:
+                out.append(f"{name}: segmented on no slice, so no 3D DSC (threshold {limit:.3f})")
+            else:
+                out.append(f"{name}: no finite predicted 3D DSC (threshold {limit:.3f})")
+        low = self.low_slices
+        for j, name in enumerate(self.class_names, start=1):
+            if low[:, j].any():
+                slices = ", ".join(str(int(i)) for i in np.flatnonzero(low[:, j]))
+                limit = self.thresholds.min_slice_dsc[name]
+                out.append(f"{name}: predicted slice DSC below {limit:.3f} on slice(s) {slices}")
+        return out + [finding.message for finding in self.findings]
 
     def segmented_ml(self) -> dict[str, float]:
         """Segmented volume of every class, mL."""
@@ -201,6 +236,8 @@ class QCResult:
             "thresholds": self.thresholds.to_dict(),
             "failed_classes": self.failed_classes,
             "flagged_slices": [int(i) for i in np.flatnonzero(flagged)],
+            "findings": [finding.to_dict() for finding in self.findings],
+            "reasons": self.reasons(),
             "verdict": self.verdict,
             **self.extra,
         }
@@ -219,6 +256,11 @@ class QCPredictor:
         name: name of the model (reported).
         identity: the bundle's name, version and SHA-256 (``bundle_identity``),
             reported with every result; None for a network not loaded from a bundle.
+        contiguous_classes: classes that must be present on every slice between their first
+            and last slice; a gap is a ``class_gap`` finding (:func:`class_gaps`).
+
+    Foreground outside the crop box the preprocessing records (``last_box``) is never rated:
+    it is an ``outside_rated_region`` finding (:func:`outside_rated_region`).
     """
 
     def __init__(
@@ -230,6 +272,7 @@ class QCPredictor:
         device: str | torch.device = "cpu",
         name: str = "qc",
         identity: Mapping[str, str] | None = None,
+        contiguous_classes: Sequence[str] = (),
     ) -> None:
         context = getattr(network, "context_slices", 0)
         stacked = getattr(preprocessing, "context_slices", context)
@@ -247,6 +290,7 @@ class QCPredictor:
         self.thresholds = thresholds or Thresholds()
         self.name = name
         self.identity = dict(identity) if identity else {"name": name, "version": "", "sha256": ""}
+        self.contiguous_classes = validate_contiguous_classes(contiguous_classes, self.labels)
 
     @classmethod
     def from_bundle(
@@ -282,6 +326,13 @@ class QCPredictor:
         load_weights(network, root / "models" / "model.pt")
         names = sorted(labels, key=labels.__getitem__)
         thresholds = Thresholds.from_config(parser.get_parsed_content("thresholds"), names)
+        setting = f"{root / 'configs' / 'inference.json'}: contiguous_classes"
+        has_setting = "contiguous_classes" in parser.get()
+        contiguous = parser.get_parsed_content("contiguous_classes") if has_setting else None
+        try:
+            contiguous = validate_contiguous_classes(contiguous, labels, setting)
+        except ValueError as error:
+            raise BundleError(str(error)) from error
         return cls(
             network,
             parser.get_parsed_content("preprocessing"),
@@ -290,6 +341,7 @@ class QCPredictor:
             device,
             name=root.name,
             identity=identity,
+            contiguous_classes=contiguous,
         )
 
     def predict(
@@ -333,6 +385,14 @@ class QCPredictor:
         k = self.n_classes
         dsc, mvsf = output[:, :k].astype(np.float64), output[:, k : 2 * k].astype(np.float64)
         areas = slice_areas(indices, k)
+        names = sorted(self.labels, key=self.labels.__getitem__)
+        spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
+        findings = class_gaps(areas, names, self.contiguous_classes)
+        box = getattr(self.preprocessing, "last_box", None)
+        if box is not None:
+            findings = outside_rated_region(indices, box, names, spacing) + findings
+        else:
+            logger.debug("%s: the preprocessing records no crop box; all foreground rated", case)
         return QCResult(
             case=case,
             labels=self.labels,
@@ -340,7 +400,8 @@ class QCPredictor:
             slice_mvsf=mvsf,
             seg_area=areas,
             volume_dsc=reconstruct_volume_dsc(dsc, mvsf, areas),
-            spacing=tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
+            spacing=spacing,  # type: ignore[arg-type]
             thresholds=self.thresholds,
             extra={"model": self.name, "bundle": dict(self.identity)},
+            findings=findings,
         )

@@ -156,3 +156,112 @@ def test_bundle_weights_are_read_or_named(tmp_path) -> None:
     torch.save(torch.nn.Linear(4, 2).state_dict(), broken)
     with pytest.raises(BundleError, match="model.pt: weights do not fit the network"):
         load_weights(other, broken)
+
+
+def _volume_result(volume_dsc: list[float], areas: np.ndarray, min_dsc: dict) -> QCResult:
+    n = len(areas)
+    return QCResult(
+        "c",
+        PHANTOM_LABELS,
+        np.full((n, 4), 0.9),
+        np.zeros((n, 4)),
+        areas,
+        np.array(volume_dsc),
+        (1.0, 1.0, 1.0),
+        Thresholds(min_dsc, {}),
+    )
+
+
+def test_class_with_threshold_and_no_finite_volume_dsc_fails() -> None:
+    """A class segmented nowhere has no 3D DSC: with a case threshold it fails, and says why."""
+    areas = np.array([[100, 10, 20, 0], [100, 10, 20, 0]])  # no LV on any slice
+    result = _volume_result([1.0, 0.9, 0.9, np.nan], areas, {"RV": 0.7, "MYO": 0.7, "LV": 0.7})
+    assert result.failed_classes == ["LV"]
+    report = result.to_dict()
+    assert report["verdict"] == "fail" and report["failed_classes"] == ["LV"]
+    assert report["volume"]["dsc"]["LV"] is None
+    assert report["reasons"] == ["LV: segmented on no slice, so no 3D DSC (threshold 0.700)"]
+    assert report["findings"] == []
+    # a NaN rating of a segmented class fails too; a class without a threshold does not
+    areas[:, 3] = 5
+    nan_rated = _volume_result([1.0, 0.9, 0.9, np.nan], areas, {"LV": 0.7})
+    assert nan_rated.reasons() == ["LV: no finite predicted 3D DSC (threshold 0.700)"]
+    unchecked = _volume_result([1.0, 0.9, 0.9, np.nan], areas, {"RV": 0.7})
+    assert unchecked.failed_classes == [] and unchecked.verdict == "pass"
+    assert unchecked.to_dict()["reasons"] == []
+
+
+def test_a_finding_fails_a_case_whatever_its_ratings() -> None:
+    from monai_qc.findings import CLASS_GAP, Finding
+
+    areas = np.array([[100, 10, 20, 30], [100, 10, 20, 0], [100, 10, 20, 30]])
+    result = _volume_result([1.0, 0.95, 0.95, 0.95], areas, {"LV": 0.7})
+    assert result.verdict == "pass"
+    result.findings.append(Finding(CLASS_GAP, "LV", (1,), "LV is missing on slice 1"))
+    report = result.to_dict()
+    assert report["verdict"] == "fail" and report["failed_classes"] == []
+    assert report["findings"] == [
+        {"check": "class_gap", "class": "LV", "slices": [1], "message": "LV is missing on slice 1"}
+    ]
+    assert report["reasons"] == ["LV is missing on slice 1"]
+
+
+def _stray_and_gap(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A phantom in a wide field of view, an LV blob in a corner, LV missed on slice 3."""
+    image, labels = make_phantom(seed, n_slices=7)
+    image = np.pad(image, ((0, 0), (48, 48), (48, 48)), constant_values=0.25)
+    seg = np.pad(labels, ((0, 0), (48, 48), (48, 48)))
+    seg[1:3, 2:12, 2:12] = 3
+    seg[3][seg[3] == 3] = 0
+    return image, seg
+
+
+def test_predictor_reports_findings(untrained_bundle, tmp_path) -> None:
+    """Foreground outside the crop is always found; a gap only for the bundle's classes."""
+    import torch
+
+    from monai_qc.bundle_writer import write_bundle
+    from monai_qc.networks import build_qc_network
+
+    image, seg = _stray_and_gap(6)
+    plain = QCPredictor.from_bundle(untrained_bundle)
+    assert plain.contiguous_classes == ()
+    report = plain.predict(image, seg, (10.0, 1.5, 1.5), "stray").to_dict()
+    assert [(f["check"], f["class"], f["slices"]) for f in report["findings"]] == [
+        ("outside_rated_region", "LV", [1, 2])
+    ]
+    assert "1 LV component outside the rated region, 4.5 mL" in report["findings"][0]["message"]
+    assert report["verdict"] == "fail"
+
+    torch.manual_seed(0)
+    network = build_qc_network("resnet2d", 4)
+    folder = write_bundle(
+        tmp_path / "gap_qc", network, "resnet2d", PHANTOM_LABELS, {}, contiguous_classes=["LV"]
+    )
+    gaps = QCPredictor.from_bundle(folder)
+    assert gaps.contiguous_classes == ("LV",)
+    found = gaps.predict(image, seg, (10.0, 1.5, 1.5), "stray").findings
+    assert [(f.check, f.class_name, f.slices) for f in found] == [
+        ("outside_rated_region", "LV", (1, 2)),
+        ("class_gap", "LV", (3,)),
+    ]
+    assert gaps.predict(*make_phantom(6, n_slices=7)).findings == []
+
+
+def test_bundle_with_unknown_contiguous_class_is_refused(untrained_bundle, tmp_path) -> None:
+    import json
+    import shutil
+
+    import torch
+
+    from monai_qc.errors import BundleError
+
+    folder = shutil.copytree(untrained_bundle, tmp_path / "bad_qc")
+    config_file = folder / "configs" / "inference.json"
+    config = json.loads(config_file.read_text())
+    config["contiguous_classes"] = ["LV", "LA"]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=r"inference.json: contiguous_classes: unknown.*LA"):
+        QCPredictor.from_bundle(folder)
+    with pytest.raises(ValueError, match="unknown class"):
+        QCPredictor(torch.nn.Linear(1, 1), None, PHANTOM_LABELS, contiguous_classes=["LA"])
