@@ -37,7 +37,7 @@ def damage(labels: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
 
 @dataclass(frozen=True)
 class DemoRow:
-    """Predicted against true quality of one demo segmentation."""
+    """Predicted against true quality of one demo segmentation, with its verdict."""
 
     case: str
     damage: str
@@ -45,6 +45,8 @@ class DemoRow:
     true: dict[str, float]
     flagged: list[int]
     damaged_slice_dsc: dict[str, float | None]
+    verdict: str = ""
+    findings: tuple[str, ...] = ()
 
 
 def run_demo(
@@ -82,6 +84,8 @@ def run_demo(
                     n: (None if np.isnan(per_slice[mid, j]) else float(per_slice[mid, j]))
                     for j, n in enumerate(PHANTOM_LABELS, start=1)
                 },
+                report["verdict"],
+                tuple(finding["message"] for finding in report.get("findings", [])),
             )
         )
     return summary, rows

@@ -37,5 +37,8 @@ def demo(out: Path, bundle: str | None) -> None:
             predicted = row.predicted.get(name)
             shown = "null" if predicted is None else f"{predicted:.3f}"
             click.echo(f"{row.case:<22}{name:<6}{shown:>18}{true:>13.3f}  {row.flagged}")
+        click.echo(f"{row.case:<22}verdict: {row.verdict}")
+        for message in row.findings:
+            click.echo(f"{row.case:<22}finding: {message}")
     click.echo(f"{summary.passed} passed, {summary.failed} failed, {summary.errors} errors")
     click.echo(f"report: {summary.html.resolve()}")
