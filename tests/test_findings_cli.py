@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 CLI = [sys.executable, "-m", "monai_qc"]
@@ -48,6 +49,7 @@ def _write(labels: np.ndarray, reference: sitk.Image, acdc: Path, folder: Path, 
     shutil.copy(source, folder / "images" / f"{name}_0000.nii.gz")
 
 
+@pytest.mark.slow
 def test_stray_blob_and_blanked_slice_fail_an_acdc_case(acdc: Path, tmp_path: Path) -> None:
     reference = sitk.ReadImage(str(acdc / "labelsTr" / f"{CASE}.nii.gz"))
     labels = sitk.GetArrayFromImage(reference)
