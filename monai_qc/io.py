@@ -12,13 +12,14 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from monai_qc.errors import QCInputError
+from monai_qc.file_integrity import verify_file
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -60,12 +61,21 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, Spacing, sitk.Image]:
         The ``(S, H, W)`` array (file's own dtype), the spacing ``(sz, sy, sx)`` in mm and the
         (3D) SimpleITK image carrying origin and direction.
 
+    Before ITK reads it, the file's integrity is verified (:mod:`monai_qc.file_integrity`):
+    complete, checksum-valid compressed data, exactly the voxel data the header implies, no
+    NaN/inf in NIfTI voxels (ITK's NIfTI reader reads both a truncated file and NaN as 0).
+
     Raises:
-        QCInputError: the file is missing or unreadable, is not 3D, or is not a scalar image.
+        QCInputError: the file is missing, unreadable, truncated or corrupt, holds NaN/inf
+            NIfTI voxels, is not 3D, or is not a scalar image.
     """
     path = Path(path)
     if not path.is_file():
         raise QCInputError(path, "cannot be read: no such file")
+    try:
+        verify_file(path)
+    except OSError as error:
+        raise QCInputError(path, f"cannot be read: {error.strerror or error}") from error
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -92,7 +102,8 @@ class CaseInputs:
     """A validated image / segmentation pair.
 
     ``image``: (S, H, W) float32, all finite; ``segmentation``: (S, H, W) int32 label values
-    (0 = background); ``spacing``: ``(sz, sy, sx)`` in mm.
+    (0 = background); ``spacing``: ``(sz, sy, sx)`` in mm; ``warnings``: problems that do not
+    stop the check (origin or direction differing between image and segmentation).
     """
 
     case_id: str
@@ -101,24 +112,32 @@ class CaseInputs:
     spacing: Spacing
     image_path: Path
     seg_path: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 def _fmt_spacing(spacing: Spacing) -> str:
     return "(" + ", ".join(f"{s:.6g}" for s in spacing) + ") mm"
 
 
-def _check_geometry(image: sitk.Image, seg: sitk.Image, seg_path: Path) -> None:
-    """Log a warning when origin or direction of image and segmentation differ."""
+def _geometry_warnings(image: sitk.Image, seg: sitk.Image) -> list[str]:
+    """Differences of origin or direction between image and segmentation, in words."""
+    warnings = []
     tol = 0.01 * min(image.GetSpacing())
     if not np.allclose(image.GetOrigin(), seg.GetOrigin(), rtol=0.0, atol=tol):
-        logger.warning(
-            "%s: origin %s differs from the image's %s; voxels are compared by index",
-            seg_path,
-            tuple(round(v, 4) for v in seg.GetOrigin()),
-            tuple(round(v, 4) for v in image.GetOrigin()),
+        seg_origin = tuple(round(v, 4) for v in seg.GetOrigin())
+        image_origin = tuple(round(v, 4) for v in image.GetOrigin())
+        warnings.append(
+            f"segmentation origin {seg_origin} differs from the image's {image_origin} "
+            f"(by more than {tol:.3g} mm); voxels are compared by index"
         )
     if not np.allclose(image.GetDirection(), seg.GetDirection(), rtol=0.0, atol=1e-4):
-        logger.warning("%s: direction differs from the image's; compared by index", seg_path)
+        seg_dir = tuple(round(v, 4) for v in seg.GetDirection())
+        image_dir = tuple(round(v, 4) for v in image.GetDirection())
+        warnings.append(
+            f"segmentation direction {seg_dir} differs from the image's {image_dir}; "
+            "voxels are compared by index"
+        )
+    return warnings
 
 
 def _segmentation_values(seg: np.ndarray, seg_path: Path, label_values: Collection[int]) -> None:
@@ -148,15 +167,19 @@ def load_case(
     image_path: str | Path,
     seg_path: str | Path,
     label_values: Collection[int],
+    strict: bool = False,
 ) -> CaseInputs:
     """Read and validate one image / segmentation pair.
 
     ``label_values`` are the label map's foreground values (0, background, may be included).
+    An origin or direction differing between the two files is returned in
+    ``CaseInputs.warnings`` (and logged), or raised with ``strict=True``.
 
     Raises:
-        QCInputError: naming the offending file, when either file is unreadable, the image
-            has NaN/inf values, shapes or spacings differ, or the segmentation has
-            non-integer, unknown or only background values.
+        QCInputError: naming the offending file, when either file is unreadable, truncated or
+            corrupt, the image has NaN/inf values, shapes or spacings differ, the segmentation
+            has non-integer, unknown or only background values, or (``strict``) origin or
+            direction differ.
     """
     image_path, seg_path = Path(image_path), Path(seg_path)
     image_arr, image_spacing, image = read_volume(image_path)
@@ -182,7 +205,11 @@ def load_case(
             f"image spacing {_fmt_spacing(image_spacing)} (sz, sy, sx)",
         )
     _segmentation_values(seg_arr, seg_path, label_values)
-    _check_geometry(image, seg, seg_path)
+    warnings = _geometry_warnings(image, seg)
+    if strict and warnings:
+        raise QCInputError(seg_path, "; ".join(warnings))
+    for warning in warnings:
+        logger.warning("%s: %s", seg_path, warning)
     return CaseInputs(
         case_id=case_id,
         image=image_f32,
@@ -190,6 +217,7 @@ def load_case(
         spacing=image_spacing,
         image_path=image_path,
         seg_path=seg_path,
+        warnings=warnings,
     )
 
 

@@ -117,8 +117,9 @@ def test_load_case_float_integral_segmentation_is_accepted(tmp_path: Path) -> No
     assert case.segmentation.max() == 3
 
 
-@pytest.mark.parametrize("ext", [".nrrd", ".mha"])  # ITK's NIfTI reader turns NaN into 0
+@pytest.mark.parametrize("ext", [".nrrd", ".mha", ".nii.gz", ".nii"])
 def test_load_case_nan_image(tmp_path: Path, ext: str) -> None:
+    """ITK's NIfTI reader reads NaN/inf as 0; the raw NIfTI voxels are scanned instead."""
     array = make_image()
     array[0, 0, 0] = np.nan
     array[1, 0, 0] = np.inf
@@ -178,18 +179,53 @@ def test_load_case_empty_segmentation(tmp_path: Path) -> None:
     assert info.value.path == str(seg)
 
 
-def test_load_case_origin_mismatch_only_warns(
+def _write_seg_with_geometry(
+    path: Path,
+    origin: tuple[float, ...] = (0.0, 0.0, 0.0),
+    direction: tuple[float, ...] | None = None,
+) -> Path:
+    seg_image = sitk.GetImageFromArray(make_seg())
+    seg_image.SetSpacing(tuple(reversed(SPACING)))
+    seg_image.SetOrigin(origin)
+    if direction is not None:
+        seg_image.SetDirection(direction)
+    sitk.WriteImage(seg_image, str(path))
+    return path
+
+
+def test_load_case_origin_mismatch_is_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     image = write(tmp_path / "i.nii.gz", make_image())
-    seg_image = sitk.GetImageFromArray(make_seg())
-    seg_image.SetSpacing(tuple(reversed(SPACING)))
-    seg_image.SetOrigin((10.0, 0.0, 0.0))
-    seg = tmp_path / "s.nii.gz"
-    sitk.WriteImage(seg_image, str(seg))
+    seg = _write_seg_with_geometry(tmp_path / "s.nii.gz", origin=(10.0, 0.0, 0.0))
     with caplog.at_level(logging.WARNING, logger="monai_qc.io"):
-        load_case("c", image, seg, LABELS)
-    assert "origin" in caplog.text
+        case = load_case("c", image, seg, LABELS)
+    assert len(case.warnings) == 1
+    assert "origin (10.0, 0.0, 0.0) differs from the image's (0.0, 0.0, 0.0)" in case.warnings[0]
+    assert f"{seg}: {case.warnings[0]}" in caplog.text
+    np.testing.assert_array_equal(case.segmentation, make_seg())
+
+
+def test_load_case_direction_mismatch_is_a_warning(tmp_path: Path) -> None:
+    image = write(tmp_path / "i.nii.gz", make_image())
+    flipped = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    seg = _write_seg_with_geometry(tmp_path / "s.nii.gz", direction=flipped)
+    warnings = load_case("c", image, seg, LABELS).warnings
+    assert len(warnings) == 1 and "direction (-1.0, 0.0, 0.0," in warnings[0]
+
+
+def test_load_case_matching_geometry_has_no_warnings(case_files: tuple[Path, Path]) -> None:
+    assert load_case("c1", *case_files, LABELS, strict=True).warnings == []
+
+
+def test_load_case_strict_turns_geometry_warnings_into_errors(tmp_path: Path) -> None:
+    image = write(tmp_path / "i.nii.gz", make_image())
+    flipped = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    seg = _write_seg_with_geometry(tmp_path / "s.nii.gz", (0.0, 4.0, 0.0), flipped)
+    assert len(load_case("c", image, seg, LABELS, strict=False).warnings) == 2
+    with pytest.raises(QCInputError, match="origin .* differs.*; segmentation direction") as info:
+        load_case("c", image, seg, LABELS, strict=True)
+    assert info.value.path == str(seg)
 
 
 def test_split_image_name() -> None:
