@@ -3,21 +3,30 @@
 It is registered under the name ``"qc"`` like any other plugin (so ``blocked=["qc"]`` turns it
 off) and reads its settings from ``config["qc"]`` in ``run_started`` (see :class:`QCSettings`).
 Reports go to ``<output folder>/qc``: ``<case>.json``, ``summary.csv`` and ``report.html``.
+
+When ``config["cases"]`` lists the run's cases, ``run_started`` writes ``run_manifest.json``
+(:mod:`monai_qc.run_manifest`) into the report folder before the first case, and every report
+carries that manifest's ``run_id``, its ``inputs`` (files and SHA-256s) and its ``qc_key``, so
+``monai-qc gate`` can fail a case whose report is missing or belongs to another run. Without
+``config["cases"]`` no manifest is written and reports carry ``"run_id": null``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pluggy
 
+from monai_qc.run_manifest import RunManifest, write_run_manifest
 from nnunet_hooks.hookspecs import SegmentedCase, hookimpl
 from nnunet_hooks.manager import ENTRY_POINT_GROUP, get_plugin_manager
+from nnunet_hooks.qc_run import case_identity, report_stamp, run_settings
 
 __all__ = ["PLUGIN_NAME", "QCPlugin", "QCSettings", "qc_plugin_manager"]
 
@@ -39,6 +48,8 @@ class QCSettings:
         min_slice_dsc: per-class slice DSC thresholds overriding the bundle's (``"*"``: all).
         correct_volumes: add corrected volumes (``report["correction"]``) to every report.
         out: report folder (None: ``<output folder>/qc``).
+        bundle_sha256: the bundle's expected SHA-256 (``bundle_identity``); another bundle
+            stops the run in ``run_started`` (None: any bundle).
     """
 
     bundle: str | None = None
@@ -47,6 +58,7 @@ class QCSettings:
     min_slice_dsc: Mapping[str, float] = field(default_factory=dict)
     correct_volumes: bool = False
     out: str | None = None
+    bundle_sha256: str | None = None
 
     def to_config(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -63,7 +75,7 @@ class QCSettings:
         unknown = sorted(set(config) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown QC setting(s) {unknown}; known: {list(cls().to_config())}")
-        for key in ("bundle", "out"):
+        for key in ("bundle", "out", "bundle_sha256"):
             if config.get(key) is not None:
                 config[key] = str(config[key])
         return cls(**config)
@@ -112,53 +124,135 @@ class QCPlugin:
         self.settings = QCSettings()
         self.out_dir: Path | None = None
         self.reports: dict[str, dict[str, Any]] = {}
-        self._predictors: dict[tuple[str | None, str], tuple[Any, Any]] = {}
+        self.manifest: RunManifest | None = None
+        self._predictors: dict[tuple[str | None, str], Any] = {}
         self._predictor: Any = None
         self._lookup: np.ndarray | None = None
+        self._run_settings: dict[str, Any] = {}
 
     @hookimpl
     def run_started(self, config: dict[str, Any], output_folder: str | None) -> None:
-        """Load the QC network and apply the run's settings (errors stop the run early)."""
+        """Load the QC network, apply the run's settings, write the run manifest.
+
+        Errors (a bundle that cannot be loaded or is not the pinned one, unknown classes, a
+        report folder that cannot be written) stop the run before its first case.
+        """
         self.settings = QCSettings.from_config(config.get("qc"))
         out = self.settings.out or (Path(output_folder) / "qc" if output_folder else None)
         self.out_dir = Path(out) if out else None
         self.reports = {}
-        self._predictor = self._load(self.settings.bundle, self.settings.device)
+        self._predictor = self.prepare(self.settings)
         labels = config.get("labels")
         self._lookup = None
         if labels is not None and dict(labels) != self._predictor.labels:
             self._lookup = label_lookup(labels, self._predictor.labels)
+        self._run_settings = run_settings(config, self.settings.correct_volumes)
+        self.manifest = self._start_manifest(config)
 
-    def _load(self, bundle: str | None, device: str) -> Any:
-        """The QC predictor of a bundle (loaded once) with this run's thresholds."""
-        from dataclasses import replace
+    def prepare(self, settings: QCSettings) -> Any:
+        """The QC predictor of ``settings``: its bundle (loaded once, checked against
+        ``settings.bundle_sha256``) with the settings' thresholds.
 
+        The predictor is a shallow copy of the loaded one (same network) with its own
+        thresholds, so one run's thresholds never leak into another's.
+
+        Raises:
+            BundleError: the bundle cannot be loaded or its SHA-256 is not the expected one.
+            ValueError: a threshold for a class the bundle does not know.
+        """
+        from monai_qc.errors import BundleError
         from monai_qc.inference import QCPredictor
 
-        key = (bundle, device)
+        key = (settings.bundle, settings.device)
         if key not in self._predictors:
-            predictor = QCPredictor.from_bundle(bundle, device=device)
-            self._predictors[key] = (predictor, predictor.thresholds)
-        predictor, base = self._predictors[key]
-        names = sorted(predictor.labels, key=predictor.labels.__getitem__)
+            self._predictors[key] = QCPredictor.from_bundle(
+                settings.bundle, device=settings.device, expected_sha256=settings.bundle_sha256
+            )
+        base = self._predictors[key]
+        expected = settings.bundle_sha256
+        if expected is not None and base.identity["sha256"] != expected.lower():
+            raise BundleError(
+                f"{settings.bundle or 'default bundle'}: bundle SHA-256 is "
+                f"{base.identity['sha256']}, not the expected {expected}; refusing to use it"
+            )
+        names = sorted(base.labels, key=base.labels.__getitem__)
+        predictor = copy.copy(base)
         predictor.thresholds = replace(
-            base,
-            min_dsc=_thresholds(base.min_dsc, self.settings.min_dsc, names),
-            min_slice_dsc=_thresholds(base.min_slice_dsc, self.settings.min_slice_dsc, names),
+            base.thresholds,
+            min_dsc=_thresholds(base.thresholds.min_dsc, settings.min_dsc, names),
+            min_slice_dsc=_thresholds(base.thresholds.min_slice_dsc, settings.min_slice_dsc, names),
         )
         return predictor
+
+    def _start_manifest(self, config: Mapping[str, Any]) -> RunManifest | None:
+        """Write the run manifest of ``config["cases"]`` and remove reports made obsolete.
+
+        A case the run segments again (``"remake"``) loses its earlier report first, so a run
+        stopped between writing its segmentation and its report leaves no report to pass.
+        """
+        from monai_qc.errors import QCInputError
+
+        identity = self._predictor.identity
+        cases = config.get("cases")
+        manifest = None
+        if cases is None:
+            logger.warning("the run does not list its cases: no run manifest is written")
+        else:
+            manifest = RunManifest.create(
+                str(config.get("command") or "nnunet_hooks"),
+                identity,
+                self._predictor.thresholds.to_dict(),
+                {str(case): case_identity(entry) for case, entry in cases.items()},
+                self._run_settings,
+            )
+            if self.out_dir is not None:
+                try:
+                    for case, entry in cases.items():
+                        if entry.get("remake"):  # its earlier report rated another segmentation
+                            self._remove_report(str(case))
+                    write_run_manifest(manifest, self.out_dir)
+                except OSError as error:
+                    message = f"cannot write the run manifest: {error}"
+                    raise QCInputError(self.out_dir, message) from error
+        logger.info(
+            "QC bundle %s version %s sha256 %s; run %s: %s cases; reports in %s",
+            identity.get("name"),
+            identity.get("version") or "?",
+            identity.get("sha256"),
+            manifest.run_id if manifest else "without manifest",
+            len(manifest.cases) if manifest else "unlisted",
+            self.out_dir,
+        )
+        return manifest
+
+    def _remove_report(self, case: str) -> None:
+        assert self.out_dir is not None
+        path = self.out_dir / f"{case}.json"
+        if path.parent == self.out_dir and (path.is_file() or path.is_symlink()):
+            path.unlink()
+
+    def _stamp(self, case_id: str, segmentation: str | None) -> dict[str, Any]:
+        """``run_id``, ``inputs`` and ``qc_key`` of a case's report."""
+        return report_stamp(
+            self.manifest, self._predictor, self._run_settings, case_id, segmentation
+        )
 
     @hookimpl
     def case_segmented(self, case: SegmentedCase) -> None:
         """QC of one case; a case that cannot be checked gets an ``"error"`` report."""
         from monai_qc.check import error_report
 
-        extra: dict[str, Any] = {"segmentation": case.output_file, "segmented_by": case.model}
+        extra: dict[str, Any] = {
+            "segmentation": case.output_file,
+            "segmented_by": case.model,
+            **self._stamp(case.case_id, case.output_file),
+        }
         try:
             report = {**self._check(case), **extra}
         except Exception as error:  # a QC problem must not stop the segmentation run
             logger.warning("%s: QC failed: %s", case.case_id, error)
             report = error_report(case.case_id, f"{type(error).__name__}: {error}", **extra)
+            report["bundle"] = dict(self._predictor.identity)
         self._report(report)
 
     def _check(self, case: SegmentedCase) -> dict[str, Any]:
@@ -185,7 +279,9 @@ class QCPlugin:
         """An ``"error"`` report for a case that was not segmented or could not be read."""
         from monai_qc.check import error_report
 
-        self._report(error_report(case_id, message))
+        report = error_report(case_id, message, **self._stamp(case_id, None))
+        report["bundle"] = dict(self._predictor.identity)
+        self._report(report)
 
     def _report(self, report: dict[str, Any]) -> None:
         from monai_qc.report import write_case_report

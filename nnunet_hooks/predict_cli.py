@@ -12,6 +12,7 @@ import argparse
 import ast
 import inspect
 import logging
+import sys
 import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The command a prediction run records in its run manifest.
+COMMAND = "nnUNetv2_predict_qc"
 
 
 def _builds_parser(statement: ast.stmt) -> bool:
@@ -73,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.description = "nnUNetv2_predict, plus a QC report of every case in <out>/qc."
     group = parser.add_argument_group("monai-qc")
     group.add_argument("--qc-bundle", default=None, help="QC bundle folder or shipped name.")
+    group.add_argument(
+        "--qc-bundle-sha256",
+        default=None,
+        metavar="HEX",
+        help="Expected SHA-256 of the QC bundle (printed by every run); another bundle stops "
+        "the run before any prediction. A bundle is code: load only bundles you trust.",
+    )
     group.add_argument(
         "--qc-min-dsc",
         action="append",
@@ -133,8 +144,12 @@ def predict_with_qc(
             ``folder_with_segs_from_prev_stage``, ``num_parts``, ``part_id``).
 
     Returns:
-        The run summary (cases, model), with ``verdicts`` (counts) and ``qc_folder`` unless
-        QC was blocked or no case was left to predict (``n_cases`` 0).
+        The run summary (cases, model), with ``verdicts`` (counts), ``qc_folder``, ``run_id``
+        and ``bundle`` unless QC was blocked or no case was left to predict (``n_cases`` 0).
+
+    Raises:
+        BundleError: the QC bundle cannot be loaded or is not ``qc.bundle_sha256`` (raised
+            before nnU-Net loads its model).
     """
     import torch
 
@@ -145,10 +160,13 @@ def predict_with_qc(
         raise ValueError(f"unknown prediction option(s) {unknown}")
     qc = qc or QCSettings(device="cuda" if device == "cuda" else "cpu")
     manager = qc_plugin_manager(plugins, blocked)
-    config = {
-        "qc": qc.to_config(),
-        "model": {"model_folder": str(model_folder), "folds": folds, "checkpoint": checkpoint_name},
-    }
+    plugin = manager.get_plugin(PLUGIN_NAME)
+    if plugin is not None:
+        plugin.prepare(qc)  # a wrong or unusable QC bundle stops the run here
+    if folds is None:
+        folds = QCnnUNetPredictor.auto_detect_available_folds(str(model_folder), checkpoint_name)
+    model = {"model_folder": str(model_folder), "folds": list(folds), "checkpoint": checkpoint_name}
+    config = {"command": COMMAND, "qc": qc.to_config(), "model": model}
     predictor = QCnnUNetPredictor(
         manager,
         config,
@@ -191,7 +209,9 @@ def _with_verdicts(summary: dict[str, Any], manager: Any) -> dict[str, Any]:
     if plugin is None:
         return dict(summary)
     folder = str(plugin.out_dir) if plugin.out_dir is not None else None
-    return {**summary, "verdicts": plugin.verdicts(), "qc_folder": folder}
+    run_id = plugin.manifest.run_id if plugin.manifest is not None else None
+    qc = {"verdicts": plugin.verdicts(), "qc_folder": folder, "run_id": run_id}
+    return {**summary, **qc, "bundle": dict(plugin.manifest.bundle if plugin.manifest else {})}
 
 
 def qc_nnunet_predictions(
@@ -205,9 +225,11 @@ def qc_nnunet_predictions(
 
     Labels come from ``<predictions>/dataset.json``; reports go to ``<predictions>/qc``. Cases
     that cannot be paired or read get an ``"error"`` report (hook ``case_failed``).
+    ``run_started``'s ``config["cases"]`` lists every case with its channel-0 image and its
+    segmentation (None for a case that could not be paired).
 
     Returns:
-        The run summary with ``verdicts`` and ``qc_folder``.
+        The run summary with ``verdicts``, ``qc_folder``, ``run_id`` and ``bundle``.
 
     Raises:
         QCInputError: a folder or ``dataset.json`` is missing or unusable.
@@ -220,7 +242,16 @@ def qc_nnunet_predictions(
     pairs, problems = pair_cases(images, predictions)
     manager = qc_plugin_manager(plugins, blocked)
     model = {"predictions": str(predictions)}
-    config = {"qc": (qc or QCSettings()).to_config(), "model": model, "labels": labels}
+    cases: dict[str, dict[str, Any]] = {case: {} for case, _ in problems}
+    for pair in pairs:
+        cases[pair.case_id] = {"image": str(pair.image_path), "segmentation": str(pair.seg_path)}
+    config = {
+        "command": "nnunet-qc",
+        "qc": (qc or QCSettings()).to_config(),
+        "model": model,
+        "labels": labels,
+        "cases": cases,
+    }
     manager.hook.run_started(config=config, output_folder=str(predictions))
     for case_id, reason in problems:
         manager.hook.case_failed(case_id=case_id, message=reason)
@@ -246,7 +277,8 @@ def qc_nnunet_predictions(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The ``nnUNetv2_predict_qc`` command."""
+    """The ``nnUNetv2_predict_qc`` command (exit status 2 for an unusable QC bundle)."""
+    from monai_qc.errors import BundleError
     from monai_qc.gate import parse_thresholds
 
     parser = build_parser()
@@ -269,12 +301,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         min_dsc=min_dsc,
         min_slice_dsc=min_slice_dsc,
         correct_volumes=args.correct_volumes,
+        bundle_sha256=args.qc_bundle_sha256,
     )
     blocked = [*args.qc_block_plugin, *([PLUGIN_NAME] if args.no_qc else [])]
-    summary = predict_with_qc(
+    try:
+        summary = _predict(args, qc, blocked, get_output_folder(args.d, args.tr, args.p, args.c))
+    except BundleError as error:
+        print(f"{COMMAND}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if not summary["n_cases"]:
+        print(f"nothing to predict: every case of {args.i} is in {args.o}")
+    elif "verdicts" in summary:
+        counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items())
+        print(f"QC: {counts}; report: {Path(summary['qc_folder']) / 'report.html'}")
+
+
+def _predict(
+    args: argparse.Namespace, qc: QCSettings, blocked: list[str], model_folder: str
+) -> dict[str, Any]:
+    """:func:`predict_with_qc` with the parsed arguments."""
+    return predict_with_qc(
         args.i,
         args.o,
-        get_output_folder(args.d, args.tr, args.p, args.c),
+        model_folder,
         [f if f == "all" else int(f) for f in args.f],
         args.chk,
         qc=qc,
@@ -294,8 +343,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         num_parts=args.num_parts,
         part_id=args.part_id,
     )
-    if not summary["n_cases"]:
-        print(f"nothing to predict: every case of {args.i} is in {args.o}")
-    elif "verdicts" in summary:
-        counts = ", ".join(f"{n} {v}" for v, n in summary["verdicts"].items())
-        print(f"QC: {counts}; report: {Path(summary['qc_folder']) / 'report.html'}")

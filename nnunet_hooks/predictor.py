@@ -5,10 +5,14 @@ hands those workers :func:`export_segmentation`, which writes exactly what nnU-N
 also sends the segmentation back; the main process polls the workers and, as soon as a case is
 written, reads channel 0 of its input image and fires ``case_segmented`` (in the main process,
 so plugins need not be picklable). ``run_started`` and ``run_finished`` enclose the run.
+
+``run_started`` receives the run's cases in ``config["cases"]`` (see :class:`QCnnUNetPredictor`),
+so a plugin can record what the run is expected to deliver before the first case.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -31,6 +35,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from nnunetv2.utilities.helpers import empty_cache
 from nnunetv2.utilities.label_handling.label_handling import convert_labelmap_to_one_hot
+from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
 from nnunet_hooks.hookspecs import SegmentedCase
 
@@ -93,6 +98,18 @@ def _with_sources(
         yield item
 
 
+def _case_id(ofiles: Sequence[str | None] | None, index: int) -> str:
+    """The id of the run's ``index``-th case: its output file's name, else ``case_<index>``."""
+    ofile = ofiles[index] if ofiles else None
+    return os.path.basename(ofile) if ofile else f"case_{index:04d}"
+
+
+def _array_sha256(image: np.ndarray) -> str:
+    """SHA-256 of an input array's channel 0 as C-ordered float32 (what QC reads)."""
+    channel0 = np.ascontiguousarray(np.asarray(image)[0], dtype=np.float32)
+    return hashlib.sha256(channel0.tobytes()).hexdigest()
+
+
 class QCnnUNetPredictor(nnUNetPredictor):
     """nnUNetPredictor that fires ``run_started``, ``case_segmented`` and ``run_finished``.
 
@@ -101,9 +118,16 @@ class QCnnUNetPredictor(nnUNetPredictor):
     Args:
         hook: the plugin manager, or its hook relay (``manager.hook``).
         config: settings for the plugins (e.g. ``{"qc": {...}}``); ``run_started`` receives
-            it with ``model`` (what segments, merged with ``config["model"]``) and ``labels``
-            (the data set's foreground labels) added.
+            it with ``model`` (what segments, merged with ``config["model"]``), ``labels``
+            (the data set's foreground labels) and ``cases`` added.
         **kwargs: arguments of ``nnUNetPredictor``.
+
+    ``config["cases"]`` maps every case id to ``{"image": channel-0 file or None, "remake":
+    bool}`` (an array input has ``"image_sha256"``, the SHA-256 of its channel 0 as float32,
+    instead of a file). It lists every case of the input, also those of other ``part_id``s and
+    those ``overwrite=False`` skips, so every part of a run describes the same cases; ``remake``
+    is True for the cases this process segments (again). It is absent when the cases are not
+    known (a data iterator given directly).
     """
 
     def __init__(
@@ -117,6 +141,8 @@ class QCnnUNetPredictor(nnUNetPredictor):
         self.config = dict(config or {})
         self.summary: dict[str, Any] = {}
         self._output_folder: str | None = None
+        self._expected: dict[str, dict[str, Any]] | None = None
+        self._cases: dict[str, dict[str, Any]] | None = None
 
     def run_config(self) -> dict[str, Any]:
         """The configuration handed to ``run_started``."""
@@ -127,7 +153,45 @@ class QCnnUNetPredictor(nnUNetPredictor):
             **self.config.get("model", {}),
         }
         labels = {str(k): v for k, v in self.dataset_json["labels"].items() if v != 0}
-        return {**self.config, "model": model, "labels": labels}
+        config = {**self.config, "model": model, "labels": labels}
+        if self._cases is not None:
+            config["cases"] = {**(self._expected or {}), **self._cases}
+        return config
+
+    def _manage_input_and_output_lists(
+        self,
+        list_of_lists_or_source_folder: str | list[list[str]],
+        output_folder_or_list_of_truncated_output_files: str | list[str] | None,
+        folder_with_segs_from_prev_stage: str | None = None,
+        overwrite: bool = True,
+        part_id: int = 0,
+        num_parts: int = 1,
+        save_probabilities: bool = False,
+    ) -> tuple[list[list[str]], list[str] | None, list[str | None]]:
+        """nnU-Net's lists of this process's cases; every case of the input is remembered."""
+        if isinstance(list_of_lists_or_source_folder, str):
+            list_of_lists_or_source_folder = create_lists_from_splitted_dataset_folder(
+                list_of_lists_or_source_folder, self.dataset_json["file_ending"]
+            )
+        outputs = output_folder_or_list_of_truncated_output_files
+        if isinstance(outputs, str):
+            cut = len(self.dataset_json["file_ending"]) + 5  # "_0000" and the file ending
+            names = [os.path.basename(files[0])[:-cut] for files in list_of_lists_or_source_folder]
+        else:
+            names = [os.path.basename(o) for o in outputs] if outputs else []
+        self._expected = {
+            name: {"image": files[0], "remake": False}
+            for name, files in zip(names, list_of_lists_or_source_folder, strict=False)
+        }
+        return super()._manage_input_and_output_lists(
+            list_of_lists_or_source_folder,
+            outputs,
+            folder_with_segs_from_prev_stage,
+            overwrite,
+            part_id,
+            num_parts,
+            save_probabilities,
+        )
 
     def _internal_get_data_iterator_from_lists_of_filenames(
         self,
@@ -148,6 +212,10 @@ class QCnnUNetPredictor(nnUNetPredictor):
                 input_list_of_lists, seg_from_prev_stage_files, output_filenames_truncated
             )
         self._remember_output_folder(output_filenames_truncated)
+        self._cases = {
+            _case_id(output_filenames_truncated, i): {"image": files[0], "remake": True}
+            for i, files in enumerate(input_list_of_lists)
+        }
         return _with_sources(iterator, input_list_of_lists, output_filenames_truncated)
 
     def get_data_iterator_from_raw_npy_data(
@@ -169,6 +237,11 @@ class QCnnUNetPredictor(nnUNetPredictor):
         images = images if isinstance(images, list) else [images]
         ofiles = [truncated_ofname] if isinstance(truncated_ofname, str) else truncated_ofname
         self._remember_output_folder(ofiles)
+        self._expected = None
+        self._cases = {
+            _case_id(ofiles, i): {"image": None, "image_sha256": _array_sha256(a), "remake": True}
+            for i, a in enumerate(images)
+        }
         return _with_sources(iterator, images, ofiles)
 
     def predict_from_files_sequential(
@@ -202,6 +275,7 @@ class QCnnUNetPredictor(nnUNetPredictor):
         """
         config = self.run_config()
         output_folder, self._output_folder = self._output_folder, None
+        self._expected = self._cases = None
         self.hook.run_started(config=config, output_folder=output_folder)
         done: _Done = {}
         with ExitStack() as stack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,13 @@ _dir = click.Path(exists=True, file_okay=False, path_type=Path)
     help="nnU-Net output folder (segmentations and dataset.json); reports go to its qc/.",
 )
 @click.option("--bundle", default=None, help="QC bundle folder or shipped bundle name.")
+@click.option(
+    "--bundle-sha256",
+    default=None,
+    metavar="HEX",
+    help="Expected SHA-256 of the bundle (printed by every run); another bundle stops the run "
+    "before any case. A bundle is code: load only bundles you trust.",
+)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option(
     "--min-dsc",
@@ -45,6 +53,7 @@ def nnunet_qc(
     images: Path,
     predictions: Path,
     bundle: str | None,
+    bundle_sha256: str | None,
     device: str,
     min_dsc: tuple[str, ...],
     min_slice_dsc: tuple[str, ...],
@@ -53,8 +62,10 @@ def nnunet_qc(
 ) -> None:
     """QC of nnU-Net segmentations already made, with the plugins of nnUNetv2_predict_qc.
 
-    Labels come from the predictions' dataset.json. Exit status 0 when every case passes,
-    1 when any fails or could not be checked.
+    Labels come from the predictions' dataset.json. Writes qc/run_manifest.json (the cases
+    expected, their files' SHA-256s, the bundle) before the first case and prints the bundle's
+    name, version and SHA-256. Exit status 0 when every case passes, 1 when any fails or could
+    not be checked or the run could not start.
     """
     from monai_qc.errors import BundleError, QCInputError
     from monai_qc.gate import parse_thresholds
@@ -68,7 +79,10 @@ def nnunet_qc(
             min_dsc=parse_thresholds(min_dsc),
             min_slice_dsc=parse_thresholds(min_slice_dsc),
             correct_volumes=correct_volumes,
+            bundle_sha256=bundle_sha256,
         )
+        plugin_log = logging.getLogger("nnunet_hooks.default_plugin")
+        plugin_log.setLevel(min(plugin_log.getEffectiveLevel(), logging.INFO))  # the bundle line
         summary = qc_nnunet_predictions(images, predictions, settings, blocked=block_plugin)
     except (BundleError, QCInputError, ValueError) as error:
         raise click.ClickException(str(error)) from error
@@ -76,6 +90,11 @@ def nnunet_qc(
     if counts is None:
         click.echo("QC plugin blocked: no reports written")
         return
+    bundle_id = summary["bundle"]
+    click.echo(
+        f"bundle {bundle_id.get('name')} version {bundle_id.get('version') or '?'} "
+        f"sha256 {bundle_id.get('sha256')}; run {summary['run_id']}"
+    )
     click.echo(", ".join(f"{n} {v}" for v, n in counts.items()))
     click.echo(f"report: {Path(summary['qc_folder']) / 'report.html'}")
     sys.exit(0 if counts["fail"] == counts["error"] == 0 else 1)
