@@ -254,6 +254,7 @@ def test_bundle_with_unknown_contiguous_class_is_refused(untrained_bundle, tmp_p
 
     import torch
 
+    from monai_qc.bundle_writer import inference_config, write_bundle
     from monai_qc.errors import BundleError
 
     folder = shutil.copytree(untrained_bundle, tmp_path / "bad_qc")
@@ -265,3 +266,7 @@ def test_bundle_with_unknown_contiguous_class_is_refused(untrained_bundle, tmp_p
         QCPredictor.from_bundle(folder)
     with pytest.raises(ValueError, match="unknown class"):
         QCPredictor(torch.nn.Linear(1, 1), None, PHANTOM_LABELS, contiguous_classes=["LA"])
+    with pytest.raises(ValueError, match="contiguous_classes names unknown class.*LA"):
+        write_bundle(tmp_path / "x", torch.nn.Linear(1, 1), "resnet2d", PHANTOM_LABELS, {},
+                     contiguous_classes=["LA"])  # fmt: skip
+    assert "contiguous_classes" not in inference_config("resnet2d", PHANTOM_LABELS, {})
