@@ -374,10 +374,14 @@ def bundle_readme(
         "  usable ones from the snapshots of one reference run; very good myocardium",
         "  segmentations (3D DSC > 0.9) were rare in its training data.",
         "- A structure missed entirely on a slice is invisible to the 3D reconstruction (its",
-        "  reconstructed area there is 0 whatever the network predicts); only that slice's",
-        "  predicted DSC shows it, and only between slices that hold the structure: the network",
-        "  rates an empty end slice (apex, base) as missed whether or not the expert drew the",
-        "  structure there, so such slices are reported null and not flagged.",
+        "  reconstructed area there is 0 whatever the network predicts). Between slices that",
+        "  hold the structure, the `contiguous_classes` of `configs/inference.json` make such a",
+        "  gap a `class_gap` finding that fails the case, whatever the network predicts; the",
+        "  network rates an empty end slice (apex, base) as missed whether or not the expert",
+        "  drew the structure there, so such slices are reported null and not flagged.",
+        "- The network sees only the crop around the largest connected part of the",
+        "  segmentation: foreground outside it is not rated, and is reported as an",
+        "  `outside_rated_region` finding that fails the case.",
         "",
     ]
     return "\n".join(lines)
