@@ -111,9 +111,10 @@ def foreground_square_box(
 
     The bounding box of ``seg > 0`` projected over all slices (with ``largest_component``, only
     its largest connected part, so that stray false positives far from the heart do not widen
-    the crop) is enlarged on each side by ``max(min_margin, ceil(margin * longest_side))``
-    pixels and made square around its centre. An empty segmentation gives the central square
-    of side ``min(H, W)``.
+    the crop; what then lies outside the box is never rated, and
+    :func:`monai_qc.findings.outside_rated_region` reports it) is enlarged on each side by
+    ``max(min_margin, ceil(margin * longest_side))`` pixels and made square around its
+    centre. An empty segmentation gives the central square of side ``min(H, W)``.
     """
     if margin < 0 or min_margin < 0:
         raise ValueError(f"margin and min_margin must be >= 0, got {margin}, {min_margin}")
