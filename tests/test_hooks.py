@@ -6,6 +6,7 @@ import importlib
 import inspect
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +16,16 @@ import nnunet_fixtures
 import numpy as np
 import pytest
 
+from monai_qc.errors import BundleError
 from monai_qc.phantom import PHANTOM_LABELS, PHANTOM_SPACING, make_phantom
+from monai_qc.run_manifest import (
+    RUN_MANIFEST_NAME,
+    CaseIdentity,
+    bundle_identity,
+    case_key,
+    file_sha256,
+    read_run_manifest,
+)
 from nnunet_hooks import hookspecs
 from nnunet_hooks.default_plugin import QCPlugin, QCSettings, label_lookup, qc_plugin_manager
 from nnunet_hooks.hookspecs import SegmentedCase, hookimpl
@@ -227,3 +237,138 @@ def test_qc_settings_are_checked(untrained_bundle: Path) -> None:
     qc = {"bundle": str(untrained_bundle), "min_slice_dsc": {"LA": 0.5}}
     with pytest.raises(ValueError, match="unknown class"):
         manager.hook.run_started(config={"qc": qc}, output_folder=None)
+
+
+def _only_good_cases(folders: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The nnU-Net output folder with only its two good cases (ph_0, ph_1)."""
+    images, predictions = folders
+    for path in (images / "empty_0000.nii.gz", images / "lonely_0000.nii.gz"):
+        path.unlink()
+    (predictions / "empty.nii.gz").unlink()
+    return images, predictions
+
+
+def test_nnunet_qc_writes_a_run_manifest_and_stamps_every_report(
+    nnunet_output_folder: tuple[Path, Path], untrained_bundle: Path
+) -> None:
+    images, predictions = nnunet_output_folder
+    settings = QCSettings(bundle=str(untrained_bundle), min_dsc={"LV": 0.5})
+    summary = qc_nnunet_predictions(images, predictions, settings)
+    qc = predictions / "qc"
+    manifest = read_run_manifest(qc)
+    assert manifest is not None and manifest.command == "nnunet-qc"
+    assert summary["run_id"] == manifest.run_id and len(manifest.run_id) == 20
+    assert manifest.bundle == bundle_identity(untrained_bundle) == summary["bundle"]
+    assert sorted(manifest.cases) == ["empty", "lonely", "ph_0", "ph_1"]
+    assert manifest.thresholds["min_dsc"] == {"RV": 0.7, "MYO": 0.7, "LV": 0.5}
+    assert manifest.settings == {"correct_volumes": False, "labels": PHANTOM_LABELS, "model": {}}
+    ph_0 = manifest.cases["ph_0"]
+    assert ph_0.image == str(images / "ph_0_0000.nii.gz")
+    assert ph_0.image_sha256 == file_sha256(images / "ph_0_0000.nii.gz")
+    assert ph_0.segmentation_sha256 == file_sha256(predictions / "ph_0.nii.gz")
+    assert manifest.cases["lonely"] == CaseIdentity()  # no segmentation: nothing paired
+
+    reports = {p.stem: json.loads(p.read_text()) for p in qc.glob("*.json")}
+    assert sorted(reports) == ["empty", "lonely", "ph_0", "ph_1", "run_manifest"]
+    for case in ("empty", "lonely", "ph_0", "ph_1"):
+        report = reports[case]
+        assert report["run_id"] == manifest.run_id, case
+        assert report["inputs"] == manifest.cases[case].to_dict(), case
+        assert report["bundle"] == manifest.bundle, case
+    expected_key = case_key(
+        ph_0.image_sha256,
+        ph_0.segmentation_sha256,
+        manifest.bundle["sha256"],
+        manifest.thresholds,
+        manifest.settings,
+    )
+    assert reports["ph_0"]["qc_key"] == expected_key
+    assert reports["ph_1"]["qc_key"] not in (None, expected_key)
+    assert reports["empty"]["verdict"] == "error" and reports["empty"]["qc_key"] is not None
+    assert reports["lonely"]["qc_key"] is None  # no image hash: never reused
+
+    manifest_text = (qc / RUN_MANIFEST_NAME).read_text()
+    again = qc_nnunet_predictions(images, predictions, settings)
+    assert again["run_id"] == manifest.run_id
+    assert (qc / RUN_MANIFEST_NAME).read_text() == manifest_text  # reruns are byte-identical
+    (predictions / "ph_1.nii.gz").write_bytes((predictions / "ph_0.nii.gz").read_bytes())
+    changed = qc_nnunet_predictions(images, predictions, settings)
+    assert changed["run_id"] != manifest.run_id
+    assert json.loads((qc / "ph_1.json").read_text())["run_id"] == changed["run_id"]
+
+
+def test_run_thresholds_do_not_leak_into_other_runs(
+    nnunet_output_folder: tuple[Path, Path], untrained_bundle: Path
+) -> None:
+    images, predictions = nnunet_output_folder
+    manager = qc_plugin_manager([], load_entry_points=False)
+    plugin = manager.get_plugin("qc")
+    strict = plugin.prepare(QCSettings(bundle=str(untrained_bundle), min_dsc={"*": 0.9}))
+    default = plugin.prepare(QCSettings(bundle=str(untrained_bundle)))
+    assert strict.thresholds.min_dsc == {"RV": 0.9, "MYO": 0.9, "LV": 0.9}
+    assert default.thresholds.min_dsc == {"RV": 0.7, "MYO": 0.7, "LV": 0.7}
+    assert strict.network is default.network  # one network, loaded once
+
+    config = {"qc": {"bundle": str(untrained_bundle), "min_dsc": {"LV": 0.2}}, "cases": {}}
+    manager.hook.run_started(config=config, output_folder=None)
+    first = plugin._predictor
+    manager.hook.run_started(
+        config={**config, "qc": {"bundle": str(untrained_bundle)}}, output_folder=None
+    )
+    assert first.thresholds.min_dsc["LV"] == 0.2
+    assert plugin._predictor.thresholds.min_dsc["LV"] == 0.7
+    assert default.thresholds.min_dsc["LV"] == 0.7
+
+
+def test_a_pinned_bundle_sha256_is_enforced(
+    nnunet_output_folder: tuple[Path, Path], untrained_bundle: Path
+) -> None:
+    images, predictions = nnunet_output_folder
+    sha = bundle_identity(untrained_bundle)["sha256"]
+    wrong = QCSettings(bundle=str(untrained_bundle), bundle_sha256="0" * 64)
+    with pytest.raises(BundleError, match=f"SHA-256 is {sha}, not the expected 0000"):
+        qc_nnunet_predictions(images, predictions, wrong)
+    assert not (predictions / "qc").exists()
+    pinned = QCSettings(bundle=str(untrained_bundle), bundle_sha256=sha.upper())
+    manager = qc_plugin_manager([], load_entry_points=False)
+    assert manager.get_plugin("qc").prepare(pinned).identity["sha256"] == sha
+    with pytest.raises(BundleError, match="not the expected"):  # also once loaded
+        manager.get_plugin("qc").prepare(wrong)
+
+
+def _gate(qc: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "monai_qc", "gate", str(qc)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_nnunet_qc_cli_prints_the_bundle_and_the_gate_fails_a_missing_report(
+    nnunet_output_folder: tuple[Path, Path], untrained_bundle: Path
+) -> None:
+    images, predictions = _only_good_cases(nnunet_output_folder)
+    sha = bundle_identity(untrained_bundle)["sha256"]
+    command = [sys.executable, "-m", "monai_qc", "nnunet-qc", "--images", str(images)]
+    command += ["--predictions", str(predictions), "--bundle", str(untrained_bundle)]
+    command += ["--min-dsc", "*=0", "--min-slice-dsc", "*=0"]
+    wrong = subprocess.run(
+        [*command, "--bundle-sha256", "ab" * 32], capture_output=True, text=True, timeout=120
+    )
+    assert wrong.returncode == 1 and f"SHA-256 is {sha}, not the expected abab" in wrong.stderr
+    assert not (predictions / "qc").exists()
+
+    run = subprocess.run(
+        [*command, "--bundle-sha256", sha], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 pass, 0 fail, 0 error" in run.stdout
+    manifest = read_run_manifest(predictions / "qc")
+    assert manifest is not None
+    assert f"sha256 {sha}; run {manifest.run_id}" in run.stdout
+    assert f"sha256 {sha}; run {manifest.run_id}: 2 cases" in run.stderr  # before the cases
+
+    qc = predictions / "qc"
+    gate = _gate(qc)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    (qc / "ph_1.json").unlink()  # a case of the manifest without its report
+    gate = _gate(qc)
+    assert gate.returncode == 1 and "ph_1" in gate.stdout + gate.stderr, gate.stdout

@@ -21,10 +21,19 @@ from nnunet_fixtures import TinyNnunetModel
 
 from monai_qc.cli import main as monai_qc
 from monai_qc.phantom import PHANTOM_SPACING, make_phantom, write_volume
+from monai_qc.run_manifest import (
+    RUN_MANIFEST_NAME,
+    CaseIdentity,
+    bundle_identity,
+    case_key,
+    file_sha256,
+    read_run_manifest,
+)
+from nnunet_hooks.default_plugin import QCSettings
 from nnunet_hooks.environment import external_trainer_folder
 from nnunet_hooks.hookspecs import SegmentedCase, hookimpl
 from nnunet_hooks.manager import get_plugin_manager
-from nnunet_hooks.predict_cli import build_parser, main
+from nnunet_hooks.predict_cli import build_parser, main, predict_with_qc
 from nnunet_hooks.predictor import QCnnUNetPredictor
 
 nnunet_output_folder = nnunet_fixtures.nnunet_output_folder
@@ -44,7 +53,7 @@ def test_parser_takes_every_nnunet_predict_argument() -> None:
     args = parser.parse_args(
         ["-i", "in", "-o", "out", "-d", "27", "-c", "2d", "-f", "0", "1", "-npp", "1"]
         + ["--qc-min-dsc", "LV=0.8", "--qc-min-dsc", "*=0.5", "--qc-block-plugin", "x"]
-        + ["--correct-volumes", "--no-qc", "--qc-bundle", "b"]
+        + ["--correct-volumes", "--no-qc", "--qc-bundle", "b", "--qc-bundle-sha256", "ab12"]
     )
     assert (args.f, args.npp, args.tr, args.p, args.chk) == (
         ["0", "1"],
@@ -55,7 +64,7 @@ def test_parser_takes_every_nnunet_predict_argument() -> None:
     )
     assert args.qc_min_dsc == ["LV=0.8", "*=0.5"] and args.qc_min_slice_dsc == []
     assert args.correct_volumes and args.no_qc and args.qc_block_plugin == ["x"]
-    assert args.qc_bundle == "b"
+    assert args.qc_bundle == "b" and args.qc_bundle_sha256 == "ab12"
 
 
 def test_bad_qc_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,6 +145,12 @@ class _Recorder:
         self.calls.append(("run_finished", summary))
 
 
+def _gate(qc: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m monai_qc gate <qc>``."""
+    command = [sys.executable, "-m", "monai_qc", "gate", str(qc)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def _read(path: Path) -> tuple[np.ndarray, tuple]:
     image = sitk.ReadImage(str(path))
     geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
@@ -182,6 +197,10 @@ def test_predictor_writes_what_nnunet_writes_and_fires_hooks(
     assert output_folder == str(tmp_path / "ours") and config["qc"] == {"note": 1}
     assert config["labels"] == {"RV": 1, "MYO": 2, "LV": 3}
     assert config["model"]["trainer"] == "nnUNetTrainerQCVariant"
+    assert config["cases"] == {
+        case: {"image": str(prediction_inputs / f"{case}_0000.nii.gz"), "remake": True}
+        for case in ["blank", "new_100", "new_101"]
+    }
     segmented = {c[1].case_id: c[1] for c in recorder.calls if c[0] == "case_segmented"}
     assert sorted(segmented) == cases
     case = segmented["new_100"]
@@ -206,7 +225,18 @@ def test_nnunetv2_predict_qc_end_to_end(
     command += ["-npp", "1", "-nps", "1", "--disable_tta", "--qc-bundle", str(untrained_bundle)]
     command += ["--qc-min-dsc", "*=0", "--qc-min-slice-dsc", "*=0", "--correct-volumes"]
     env = {**tiny_nnunet_model.env, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    sha = bundle_identity(untrained_bundle)["sha256"]
+    wrong = [*command, "--qc-bundle-sha256", "12" * 32]
+    refused = subprocess.run(wrong, env=env, capture_output=True, text=True, timeout=400)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"nnUNetv2_predict_qc: error: {untrained_bundle}: bundle SHA-256 is {sha}" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr and not out.exists()  # stopped before nnU-Net
+
+    run = subprocess.run(
+        [*command, "--qc-bundle-sha256", sha], env=env, capture_output=True, text=True, timeout=400
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "QC: 2 pass, 0 fail, 1 error" in run.stdout
 
@@ -221,7 +251,36 @@ def test_nnunetv2_predict_qc_end_to_end(
 
     qc = out / "qc"
     assert (qc / "summary.csv").is_file() and (qc / "report.html").is_file()
+    manifest = read_run_manifest(qc)
+    assert manifest is not None and manifest.command == "nnUNetv2_predict_qc"
+    assert f"sha256 {sha}; run {manifest.run_id}: 3 cases" in run.stderr
+    assert manifest.bundle == bundle_identity(untrained_bundle)
+    assert manifest.thresholds["min_dsc"] == {"RV": 0.0, "MYO": 0.0, "LV": 0.0}
+    assert manifest.settings["correct_volumes"] is True
+    model = manifest.settings["model"]
+    assert model["model_folder"] == str(tiny_nnunet_model.model_folder)
+    assert (model["folds"], model["checkpoint"]) == ([5], "checkpoint_final.pth")
+    assert sorted(manifest.cases) == cases
+    for case in cases:
+        image = prediction_inputs / f"{case}_0000.nii.gz"
+        expected = CaseIdentity(str(image), file_sha256(image), None, None)
+        assert manifest.cases[case] == expected  # the segmentation did not exist yet
     reports = {c: json.loads((qc / f"{c}.json").read_text()) for c in cases}
+    for case, report in reports.items():
+        assert report["run_id"] == manifest.run_id and report["bundle"] == manifest.bundle
+        segmentation = out / f"{case}.nii.gz"
+        assert report["inputs"] == {
+            **manifest.cases[case].to_dict(),
+            "segmentation": str(segmentation),
+            "segmentation_sha256": file_sha256(segmentation),
+        }
+        assert report["qc_key"] == case_key(
+            file_sha256(prediction_inputs / f"{case}_0000.nii.gz"),
+            file_sha256(segmentation),
+            sha,
+            manifest.thresholds,
+            manifest.settings,
+        )
     for case in ("new_100", "new_101"):
         report = reports[case]
         assert set(report) >= REPORT_KEYS and report["verdict"] == "pass"
@@ -232,9 +291,70 @@ def test_nnunetv2_predict_qc_end_to_end(
         assert report["segmentation"] == str(out / f"{case}.nii.gz")
     assert reports["blank"]["verdict"] == "error" and "blank" in reports["blank"]["error"]
 
-    gate = CliRunner().invoke(monai_qc, ["gate", str(qc)])
-    assert gate.exit_code == 1 and "FAIL blank: error:" in gate.output
-    assert "FAIL new_" not in gate.output
-    (qc / "blank.json").unlink()
-    gate = CliRunner().invoke(monai_qc, ["gate", str(qc)])
-    assert gate.exit_code == 0, gate.output
+    gate = _gate(qc)
+    assert gate.returncode == 1 and "FAIL blank: error:" in gate.stdout, gate.stdout
+    assert "FAIL new_" not in gate.stdout
+    (qc / "blank.json").unlink()  # no report: the case was never checked, it must still fail
+    gate = _gate(qc)
+    assert gate.returncode == 1 and "blank" in gate.stdout + gate.stderr, gate.stdout
+    assert "FAIL new_" not in gate.stdout
+
+
+class _CrashOnFirstCase:
+    """Stops the run after nnU-Net wrote a case's segmentation, before its QC report."""
+
+    @hookimpl(tryfirst=True)
+    def case_segmented(self, case: SegmentedCase) -> None:
+        raise RuntimeError(f"killed after segmenting {case.case_id}")
+
+
+@pytest.mark.slow
+def test_parts_share_one_manifest_and_a_stopped_run_leaves_no_stale_report(
+    tiny_nnunet_model: TinyNnunetModel,
+    prediction_inputs: Path,
+    untrained_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_torch_thread: None,
+) -> None:
+    monkeypatch.setenv("nnUNet_extTrainer", str(external_trainer_folder()))
+    out, qc = tmp_path / "out", tmp_path / "out" / "qc"
+    settings = QCSettings(bundle=str(untrained_bundle), min_dsc={"*": 0}, min_slice_dsc={"*": 0})
+
+    def predict_part(part_id: int, plugins: tuple[object, ...] = ()) -> dict[str, Any]:
+        return predict_with_qc(
+            prediction_inputs,
+            out,
+            tiny_nnunet_model.model_folder,
+            [5],
+            qc=settings,
+            plugins=plugins,
+            device="cpu",
+            num_processes_preprocessing=0,
+            num_processes_segmentation_export=0,
+            use_mirroring=False,
+            allow_tqdm=False,
+            num_parts=2,
+            part_id=part_id,
+        )
+
+    first = predict_part(0)
+    assert first["cases"] == ["blank", "new_101"]
+    manifest = read_run_manifest(qc)
+    assert manifest is not None and first["run_id"] == manifest.run_id
+    assert sorted(manifest.cases) == ["blank", "new_100", "new_101"]  # every part's cases
+    manifest_text = (qc / RUN_MANIFEST_NAME).read_text()
+    gate = _gate(qc)
+    assert gate.returncode == 1 and "new_100" in gate.stdout + gate.stderr, gate.stdout
+
+    second = predict_part(1)
+    assert second["cases"] == ["new_100"] and second["run_id"] == manifest.run_id
+    assert (qc / RUN_MANIFEST_NAME).read_text() == manifest_text  # both parts: one run
+    run_ids = {json.loads((qc / f"{c}.json").read_text())["run_id"] for c in manifest.cases}
+    assert run_ids == {manifest.run_id}
+
+    with pytest.raises(RuntimeError, match="killed after segmenting new_100"):
+        predict_part(1, plugins=(_CrashOnFirstCase(),))
+    assert (out / "new_100.nii.gz").is_file()  # segmented again, never checked
+    assert not (qc / "new_100.json").exists()  # so its earlier report is gone
+    assert (qc / "blank.json").is_file() and (qc / "new_101.json").is_file()
