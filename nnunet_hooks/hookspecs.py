@@ -4,6 +4,12 @@ A plugin is any object (or module) with functions named like the hooks below, de
 with :data:`hookimpl`; it is registered through the ``monai_qc`` entry-point group or by
 :func:`nnunet_hooks.manager.get_plugin_manager`. Hooks receive keyword arguments, so a plugin
 may accept only those it needs.
+
+``run_started``'s ``config`` holds the plugins' settings, ``"model"`` and ``"labels"``, and may
+hold ``"command"`` (what runs) and, when the run knows them before its first case, ``"cases"``:
+``{case id: {"image": channel-0 file, "image_sha256": hash of an image given as an array,
+"segmentation": an existing segmentation to check, "remake": the run segments the case
+(again)}}``, every key optional.
 """
 
 from __future__ import annotations
