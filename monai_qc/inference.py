@@ -19,8 +19,9 @@ from monai_qc.findings import (
     outside_rated_region,
     validate_contiguous_classes,
 )
-from monai_qc.reconstruction import reconstruct_volume_dsc
+from monai_qc.reconstruction import gap_truth_area, reconstruct_volume_dsc
 from monai_qc.run_manifest import bundle_identity
+from monai_qc.thresholds import Thresholds
 
 __all__ = [
     "QCPredictor",
@@ -50,30 +51,6 @@ def beyond_segmented_extent(seg_area: np.ndarray) -> np.ndarray:
     first = present.argmax(axis=0)
     last = len(seg_area) - 1 - present[::-1].argmax(axis=0)
     return present.any(axis=0) & ((index < first) | (index > last))
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Per-class DSC thresholds below which a case fails or a slice is flagged."""
-
-    min_dsc: dict[str, float] = field(default_factory=dict)
-    min_slice_dsc: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], class_names: Sequence[str]) -> Thresholds:
-        """From ``{"min_dsc": x or {class: x}, "min_slice_dsc": ...}``."""
-
-        def per_class(value: Any) -> dict[str, float]:
-            if value is None:
-                return {}
-            if isinstance(value, Mapping):
-                return {str(k): float(v) for k, v in value.items()}
-            return {name: float(value) for name in class_names}
-
-        return cls(per_class(config.get("min_dsc")), per_class(config.get("min_slice_dsc")))
-
-    def to_dict(self) -> dict[str, dict[str, float]]:
-        return {"min_dsc": dict(self.min_dsc), "min_slice_dsc": dict(self.min_slice_dsc)}
 
 
 def class_indices(
@@ -388,6 +365,10 @@ class QCPredictor:
         names = sorted(self.labels, key=self.labels.__getitem__)
         spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
         findings = class_gaps(areas, names, self.contiguous_classes)
+        # truth missed on a gap of a contiguous class counts in the 3D DSC (interpolated area)
+        missed = gap_truth_area(areas)
+        missed[:, [j for j, n in enumerate(names, 1) if n not in self.contiguous_classes]] = 0
+        missed[:, 0] = 0
         box = getattr(self.preprocessing, "last_box", None)
         if box is not None:
             findings = outside_rated_region(indices, box, names, spacing) + findings
@@ -399,7 +380,7 @@ class QCPredictor:
             slice_dsc=dsc,
             slice_mvsf=mvsf,
             seg_area=areas,
-            volume_dsc=reconstruct_volume_dsc(dsc, mvsf, areas),
+            volume_dsc=reconstruct_volume_dsc(dsc, mvsf, areas, missed_area=missed),
             spacing=spacing,  # type: ignore[arg-type]
             thresholds=self.thresholds,
             extra={"model": self.name, "bundle": dict(self.identity)},

@@ -270,3 +270,47 @@ def test_bundle_with_unknown_contiguous_class_is_refused(untrained_bundle, tmp_p
         write_bundle(tmp_path / "x", torch.nn.Linear(1, 1), "resnet2d", PHANTOM_LABELS, {},
                      contiguous_classes=["LA"])  # fmt: skip
     assert "contiguous_classes" not in inference_config("resnet2d", PHANTOM_LABELS, {})
+
+
+class _PerfectScores:
+    """A network that rates every class of every slice DSC 1, MVSF 0 (for the sums alone)."""
+
+    def __init__(self, n_classes: int) -> None:
+        import torch
+
+        self.module = torch.nn.Identity()
+        self.n_classes = n_classes
+
+    def __call__(self, inputs):
+        import torch
+
+        ones = torch.ones(inputs.shape[0], self.n_classes)
+        return torch.cat([ones, torch.zeros_like(ones)], dim=1)
+
+    def to(self, _device):
+        return self
+
+    def eval(self):
+        return self
+
+
+def test_gap_of_a_contiguous_class_lowers_the_reconstructed_3d_dsc() -> None:
+    """Truth missed on a gap slice counts as interpolated truth with no overlap."""
+    from monai_qc.transforms import QCSliceInputs
+
+    image, seg = make_phantom(2, n_slices=7)
+    lv = PHANTOM_LABELS["LV"]
+    seg = seg.copy()
+    seg[3][seg[3] == lv] = 0
+    areas = (seg == lv).sum(axis=(1, 2)).astype(float)
+    below, above = areas[2], areas[4]
+    expected = 2 * areas.sum() / (2 * areas.sum() + (below + above) / 2)
+    results = {}
+    for contiguous in ((), ("LV",)):
+        predictor = QCPredictor(
+            _PerfectScores(4), QCSliceInputs(4), PHANTOM_LABELS, contiguous_classes=contiguous
+        )
+        results[contiguous] = predictor.predict(image, seg).to_dict()["volume"]["dsc"]
+    assert results[()]["LV"] == pytest.approx(1.0)
+    assert results[("LV",)]["LV"] == pytest.approx(expected, abs=1e-4)
+    assert results[("LV",)]["RV"] == pytest.approx(1.0)
