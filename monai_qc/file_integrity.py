@@ -68,9 +68,8 @@ def verify_file(path: Path) -> None:
 # --- streams ------------------------------------------------------------------------------
 
 
-def _is_gzip(path: Path, offset: int = 0) -> bool:
+def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
-        f.seek(offset)
         return f.read(2) == _GZIP_MAGIC
 
 

@@ -30,7 +30,7 @@ from monai_qc.phantom import PHANTOM_LABELS, make_phantom, write_volume
 
 LABELS = list(PHANTOM_LABELS.values())
 FUZZ = settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
 )
 
 
