@@ -165,7 +165,8 @@ def predict_with_qc(
         plugin.prepare(qc)  # a wrong or unusable QC bundle stops the run here
     if folds is None:
         folds = QCnnUNetPredictor.auto_detect_available_folds(str(model_folder), checkpoint_name)
-    model = {"model_folder": str(model_folder), "folds": list(folds), "checkpoint": checkpoint_name}
+    folds = [folds] if isinstance(folds, str) else list(folds)  # nnU-Net takes "all" alone
+    model = {"model_folder": str(model_folder), "folds": folds, "checkpoint": checkpoint_name}
     config = {"command": COMMAND, "qc": qc.to_config(), "model": model}
     predictor = QCnnUNetPredictor(
         manager,
