@@ -19,7 +19,11 @@ from monai_qc.findings import (
     outside_rated_region,
     validate_contiguous_classes,
 )
-from monai_qc.reconstruction import gap_truth_area, reconstruct_volume_dsc
+from monai_qc.reconstruction import (
+    gap_truth_area,
+    reconstruct_volume_dsc,
+    slice_error_fraction,
+)
 from monai_qc.run_manifest import bundle_identity
 from monai_qc.thresholds import Thresholds
 
@@ -114,14 +118,19 @@ class QCResult:
     def low_slices(self) -> np.ndarray:
         """(S, K) True where a class's predicted slice DSC is below its slice threshold.
 
-        Column 0 (background) is never set; classes taken as absent are not low.
+        ... and its predicted disagreement reaches ``thresholds.min_slice_error`` of the class's
+        volume. Column 0 (background) is never set; classes taken as absent are not low.
         """
         low = np.zeros(self.slice_dsc.shape, dtype=bool)
         absent = self._absent()
+        large = (
+            slice_error_fraction(self.slice_dsc, self.slice_mvsf, self.seg_area)
+            >= self.thresholds.min_slice_error
+        )
         for j, name in enumerate(self.class_names, start=1):
             if name in self.thresholds.min_slice_dsc:
                 below = self.slice_dsc[:, j] < self.thresholds.min_slice_dsc[name]
-                low[:, j] = below & ~absent[:, j]
+                low[:, j] = below & ~absent[:, j] & large[:, j]
         return low
 
     @property

@@ -29,7 +29,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["estimated_truth_area", "gap_truth_area", "reconstruct_volume_dsc"]
+__all__ = [
+    "estimated_truth_area",
+    "gap_truth_area",
+    "reconstruct_volume_dsc",
+    "slice_error_fraction",
+]
 
 DEFAULT_EPS = 1e-6
 
@@ -156,4 +161,28 @@ def reconstruct_volume_dsc(
     denom = truth.sum(axis=-2) + area.sum(axis=-2)
     out = np.full(denom.shape, np.nan, dtype=np.float64)
     np.divide(2.0 * inter.sum(axis=-2), denom, out=out, where=denom > 0)
+    return out
+
+
+def slice_error_fraction(
+    slice_dsc: ArrayLike, slice_mvsf: ArrayLike, seg_area: ArrayLike, eps: float = DEFAULT_EPS
+) -> NDArray[np.float64]:
+    """Predicted disagreement of each slice as a fraction of the class's segmented volume.
+
+    The disagreement ``|ŷ_i| + |z_i| - 2|ŷ_i ∩ z_i| = (1 - DSC_i)(|ŷ_i| + |z_i|)`` is the area
+    the segmentation and the (predicted) truth do not share on slice ``i``; it is divided by
+    the class's segmented area over all slices. A low DSC on a tiny end slice is a small
+    fraction, a failed slice mid-structure a large one. ``inf`` where the class is empty on
+    the slice (its missed truth cannot be sized from the scores), NaN where a score is NaN.
+
+    Args:
+        slice_dsc, slice_mvsf, seg_area: per slice and class, shape (..., S, K).
+        eps: MVSF is clipped to ``[-2, 2 - eps]``.
+    """
+    area, (d, m) = _check_inputs(seg_area, slice_dsc=slice_dsc, slice_mvsf=slice_mvsf)
+    truth = _truth_area(m, area, eps)
+    error = (1.0 - np.clip(d, 0.0, 1.0)) * (truth + area)
+    total = np.broadcast_to(area.sum(axis=-2, keepdims=True), area.shape)
+    out = np.full(area.shape, np.inf)
+    np.divide(error, total, out=out, where=area > 0)
     return out

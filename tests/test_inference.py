@@ -314,3 +314,22 @@ def test_gap_of_a_contiguous_class_lowers_the_reconstructed_3d_dsc() -> None:
     assert results[()]["LV"] == pytest.approx(1.0)
     assert results[("LV",)]["LV"] == pytest.approx(expected, abs=1e-4)
     assert results[("LV",)]["RV"] == pytest.approx(1.0)
+
+
+def test_low_dsc_on_a_tiny_slice_is_flagged_only_above_min_slice_error() -> None:
+    """A low DSC on a few pixels is not a flag once min_slice_error asks for a real error."""
+    dsc = np.array([[1.0, 0.9], [1.0, 0.2], [1.0, 0.2]])
+    mvsf = np.zeros_like(dsc)
+    areas = np.array([[900, 400], [990, 10], [700, 300]])
+    flags = {}
+    for error in (0.0, 0.03):
+        thresholds = Thresholds({}, {"RV": 0.3}, error)
+        result = QCResult("c", {"RV": 1}, dsc, mvsf, areas, np.array([1.0, 0.9]), (1, 1, 1),
+                          thresholds)  # fmt: skip
+        flags[error] = result.flagged.tolist()
+        assert result.to_dict()["thresholds"]["min_slice_error"] == error
+    # slice 1: 10 px at DSC 0.2 is 16 voxels of disagreement, 2 % of the class's 710
+    assert flags[0.0] == [False, True, True]
+    assert flags[0.03] == [False, False, True]
+    with pytest.raises(ValueError, match="min_slice_error"):
+        Thresholds.from_config({"min_slice_error": 2}, ["RV"])

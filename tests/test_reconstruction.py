@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monai_qc.metrics import slice_scores, volume_scores
-from monai_qc.reconstruction import estimated_truth_area, gap_truth_area, reconstruct_volume_dsc
+from monai_qc.reconstruction import (
+    estimated_truth_area,
+    gap_truth_area,
+    reconstruct_volume_dsc,
+    slice_error_fraction,
+)
 
 NAN = float("nan")
 
@@ -177,3 +182,13 @@ def test_missed_area_lowers_the_3d_dsc_as_the_missed_truth_does() -> None:
     assert abs(estimate - true_dsc) < 0.05
     with pytest.raises(ValueError, match="missed_area"):
         reconstruct_volume_dsc(ones, zeros, seg, missed_area=-ones)
+
+
+def test_slice_error_fraction_sizes_a_slice_against_its_class() -> None:
+    area = np.array([[10.0], [100.0], [100.0], [0.0]])
+    dsc = np.array([[0.2], [0.9], [0.2], [0.1]])
+    mvsf = np.zeros_like(area)
+    fraction = slice_error_fraction(dsc, mvsf, area)
+    # disagreement (1 - DSC)(|y| + |z|) with |y| = |z| (MVSF 0), over the class's 210 voxels
+    np.testing.assert_allclose(fraction[:3, 0], [0.8 * 20 / 210, 0.1 * 200 / 210, 0.8 * 200 / 210])
+    assert fraction[3, 0] == np.inf  # an empty slice cannot be sized: never excused
