@@ -1,5 +1,9 @@
 """Mid-slice experiment of volume correction (Fournel et al. 2021, section 5) on the QC test split.
 
+This measures the paper's slice-wise rule (:func:`monai_qc.correction.find_wrong_slices` and
+:func:`~monai_qc.correction.replace_wrong_slices`); the reports use the per-class rule, measured
+by ``benchmarks/volume_correction.py``.
+
 For each test case segmented by the reference model: Z is its segmentation, D is Z with the
 middle slice replaced by a bad segmentation of that slice (true slice DSC < 0.5) from another
 collected model, D+C is D after volume correction with the QC bundle. Writes a markdown table
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from monai_qc.correction import correct_volumes
+from monai_qc.correction import default_columns, find_wrong_slices, replace_wrong_slices
 from monai_qc.correction_experiment import (
     CaseOutcome,
     class_volumes_ml,
@@ -143,31 +147,43 @@ def run_case(
         return None, {"case": case, "skipped": f"no model has a bad slice {index} (DSC < 0.5)"}
     d = damage_slice(z, donor[1], index)
     result = predictor.predict(image, d, spacing, case)
-    classes = None if args.classes == "auto" else args.classes.split(",")
-    correction = correct_volumes(result, args.threshold, classes)
-    names = result.class_names
+    wrong_slices, corrected_ml = slicewise_correction(result, args.threshold, args.classes)
     v_truth = class_volumes_ml(truth, values, spacing)
     volumes = {
         "Z": class_volumes_ml(z, values, spacing),
         "D": class_volumes_ml(d, values, spacing),
-        "D+C": np.array([correction.corrected_ml[n] for n in names]),
+        "D+C": corrected_ml,
     }
     outcome = CaseOutcome(
         case=case,
         rve={c: relative_volume_error(v, v_truth) for c, v in volumes.items()},
         dsc={c: volume_scores(truth, s, values).dsc for c, s in (("Z", z), ("D", d))},
-        detected=index in correction.wrong_slices,
-        other_wrong=len(set(correction.wrong_slices) - {index}),
+        detected=index in wrong_slices,
+        other_wrong=len(set(wrong_slices) - {index}),
     )
     info = {
         "case": case, "mid_slice": index, "donor": donor[0], "donor_slice_dsc": donor[2],
-        "wrong_slices": correction.wrong_slices, "truth_ml": v_truth.tolist(),
+        "wrong_slices": wrong_slices, "truth_ml": v_truth.tolist(),
         **{f"{c}_ml": v.tolist() for c, v in volumes.items()},
         **{f"rve_{c}": v.tolist() for c, v in outcome.rve.items()},
         **{f"dsc_{c}": v.tolist() for c, v in outcome.dsc.items()},
         "predicted_mid_dsc": result.slice_dsc[index].tolist(),
     }  # fmt: skip
     return outcome, info
+
+
+def slicewise_correction(
+    result: Any, threshold: float, classes: str
+) -> tuple[list[int], np.ndarray]:
+    """Wrong slices and volumes (mL per foreground class) after the paper's slice-wise rule."""
+    area = result.seg_area.astype(np.float64)
+    lookup = {"background": 0, **{n: j for j, n in enumerate(result.class_names, start=1)}}
+    columns = (
+        default_columns(area) if classes == "auto" else [lookup[c] for c in classes.split(",")]
+    )
+    wrong = find_wrong_slices(result.slice_dsc, area, threshold, columns)
+    volumes = replace_wrong_slices(area, wrong)[:, 1:].sum(axis=0) * np.prod(result.spacing) / 1e3
+    return [int(i) for i in np.flatnonzero(wrong)], volumes
 
 
 def select_cases(args: argparse.Namespace, docs: dict[str, dict[str, Any]], ref: str) -> list[str]:

@@ -1,27 +1,42 @@
-"""Volume correction: replace the measurements of slices the QC network predicts are wrong.
+"""Volume correction: replace the areas of a class on the slices where it is rated wrong.
 
-Fournel et al. (2021), section 5: a slice is *wrong* when its predicted DSC is below a
-threshold (0.3) for any class that is present on every slice; the most basal and most apical
-slices are never classed as wrong. The per-class area of each wrong slice is replaced by the
-mean of the nearest good slice above and the nearest good slice below, and the volumes are
-summed again. Myocardial mass is the MYO volume times 1.05 g/mL.
+After Fournel et al. (2021), section 5, class by class. A class is *wrong* on a slice when its
+predicted slice DSC is below the slice threshold (0.3 by default) or when a ``class_gap``
+finding names the slice for that class. Only slices strictly between the first and last slice
+holding the class can be replaced (its most basal and most apical slices cannot be
+interpolated). The class's area on a wrong slice is replaced by the mean of its area on the
+nearest *good* slice above and the nearest good slice below (good: the class is rated at or
+above the threshold there and is not in a gap), and the volume is summed again; the other
+classes of that slice keep their areas. The correction of a class is declined, with the reason,
+when a wrong slice lacks a good slice on either side or when fewer than half of the class's
+slices are good. Myocardial mass is the MYO volume times 1.05 g/mL.
+
+The paper's slice-wise rule (a slice is wrong when any of background, LV myocardium or LV
+cavity is rated low, and every class of it is replaced from the nearest slices not wrong) is
+kept as :func:`find_wrong_slices` / :func:`replace_wrong_slices` for comparison; it can make
+a volume worse and is not used by the reports.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from monai_qc.findings import CLASS_GAP
 from monai_qc.inference import QCResult
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
+    "MIN_GOOD_FRACTION",
     "MYOCARDIUM_DENSITY",
+    "ClassCorrection",
     "VolumeCorrection",
     "correct_arrays",
+    "correct_class",
     "correct_volumes",
     "default_columns",
     "find_wrong_slices",
@@ -33,9 +48,39 @@ logger = logging.getLogger(__name__)
 
 #: Density of myocardium, g/mL.
 MYOCARDIUM_DENSITY = 1.05
-#: Name of column 0 (background) when classes are chosen by name.
-BACKGROUND = "background"
+#: Predicted slice DSC below which a class is wrong on a slice when no threshold is given.
+DEFAULT_THRESHOLD = 0.3
+#: Least share of a class's slices that must be good for its correction to go ahead.
+MIN_GOOD_FRACTION = 0.5
 _MYO = "MYO"
+
+
+@dataclass(frozen=True)
+class ClassCorrection:
+    """The correction of one class.
+
+    Attributes:
+        corrected: whether areas of the class were replaced.
+        wrong_slices: slices where the class is rated wrong and could be replaced.
+        reason: why nothing was replaced (None when ``corrected``).
+        segmented_ml: segmented volume, mL.
+        corrected_ml: volume after correction; the segmented volume when no slice was wrong;
+            None when the correction was declined (wrong slices that could not be replaced).
+    """
+
+    corrected: bool
+    wrong_slices: list[int]
+    reason: str | None
+    segmented_ml: float
+    corrected_ml: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"corrected", "wrong_slices", "reason"}`` in plain JSON types."""
+        return {
+            "corrected": self.corrected,
+            "wrong_slices": [int(i) for i in self.wrong_slices],
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -43,37 +88,52 @@ class VolumeCorrection:
     """Segmented and corrected volumes of one case.
 
     Attributes:
-        wrong_slices: indices of the slices whose areas were replaced.
+        classes: the correction of every corrected class, by name.
         volumes_ml: segmented volume per foreground class, mL.
-        corrected_ml: volume per foreground class after replacing the wrong slices, mL.
         mass_g: myocardial mass from the segmented MYO volume (None without a MYO class).
-        corrected_mass_g: myocardial mass from the corrected MYO volume.
-        threshold: predicted DSC below which a slice is wrong.
-        classes: the classes whose DSC decided (``"background"`` for column 0).
-        exclude_ends: whether the first and last slices holding foreground were exempt.
+        thresholds: predicted slice DSC below which each class is wrong.
+        exclude_ends: whether the first and last slices holding a class were exempt.
     """
 
-    wrong_slices: list[int]
+    classes: dict[str, ClassCorrection]
     volumes_ml: dict[str, float]
-    corrected_ml: dict[str, float]
     mass_g: float | None = None
-    corrected_mass_g: float | None = None
-    threshold: float = 0.3
-    classes: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
     exclude_ends: bool = True
+
+    @property
+    def corrected_ml(self) -> dict[str, float | None]:
+        """Volume per class after correction (None where declined); others as segmented."""
+        return {
+            name: self.classes[name].corrected_ml if name in self.classes else volume
+            for name, volume in self.volumes_ml.items()
+        }
+
+    @property
+    def corrected_mass_g(self) -> float | None:
+        """Myocardial mass from the corrected MYO volume (None where MYO was declined)."""
+        volume = self.corrected_ml.get(_MYO)
+        return None if volume is None else volume * MYOCARDIUM_DENSITY
+
+    @property
+    def wrong_slices(self) -> list[int]:
+        """Every slice on which some class was rated wrong."""
+        return sorted({i for c in self.classes.values() for i in c.wrong_slices})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, volumes in mL and masses in g rounded to 3 decimals."""
+
+        def ml(value: float | None) -> float | None:
+            return None if value is None else round(float(value), 3)
+
         return {
-            "wrong_slices": [int(i) for i in self.wrong_slices],
-            "volumes_ml": {k: round(float(v), 3) for k, v in self.volumes_ml.items()},
-            "corrected_ml": {k: round(float(v), 3) for k, v in self.corrected_ml.items()},
-            "mass_g": None if self.mass_g is None else round(float(self.mass_g), 3),
-            "corrected_mass_g": (
-                None if self.corrected_mass_g is None else round(float(self.corrected_mass_g), 3)
-            ),
-            "threshold": float(self.threshold),
-            "classes": list(self.classes),
+            "wrong_slices": self.wrong_slices,
+            "volumes_ml": {k: ml(v) for k, v in self.volumes_ml.items()},
+            "corrected_ml": {k: ml(v) for k, v in self.corrected_ml.items()},
+            "mass_g": ml(self.mass_g),
+            "corrected_mass_g": ml(self.corrected_mass_g),
+            "per_class": {name: c.to_dict() for name, c in self.classes.items()},
+            "thresholds": {k: float(v) for k, v in self.thresholds.items()},
             "exclude_ends": bool(self.exclude_ends),
         }
 
@@ -90,6 +150,190 @@ def _check_arrays(slice_dsc: np.ndarray, seg_area: np.ndarray) -> tuple[np.ndarr
     return dsc, area
 
 
+def _check_threshold(threshold: float) -> float:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold {threshold} is not in [0, 1]")
+    return float(threshold)
+
+
+def correct_class(
+    dsc: np.ndarray,
+    area: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+    gap_slices: Sequence[int] = (),
+    exclude_ends: bool = True,
+    min_good_fraction: float = MIN_GOOD_FRACTION,
+) -> tuple[np.ndarray | None, list[int], str | None]:
+    """Correct the areas (S,) of one class from its predicted slice DSCs (S,).
+
+    Args:
+        dsc: predicted DSC of the class per slice; NaN is neither wrong nor good.
+        area: segmented pixels of the class per slice.
+        threshold: a DSC strictly below it makes the class wrong on a slice.
+        gap_slices: slices where the class is missing between slices holding it (wrong too).
+        exclude_ends: the first and last slice holding the class are never replaced.
+        min_good_fraction: least share of the class's slices (first to last holding it)
+            that must be good.
+
+    Returns:
+        (corrected areas or None when declined or nothing was wrong, wrong slices, reason
+        for not correcting or None).
+    """
+    dsc = np.asarray(dsc, dtype=np.float64)
+    area = np.asarray(area, dtype=np.float64)
+    threshold = _check_threshold(threshold)
+    holding = np.flatnonzero(area > 0)
+    if not holding.size:
+        return None, [], "segmented on no slice"
+    first, last = int(holding[0]), int(holding[-1])
+    extent = np.zeros(len(area), dtype=bool)
+    extent[first : last + 1] = True
+    gap = np.zeros(len(area), dtype=bool)
+    gap[[int(i) for i in gap_slices if 0 <= int(i) < len(area)]] = True
+    with np.errstate(invalid="ignore"):
+        low = (dsc < threshold) | gap
+        good = extent & ~low & np.isfinite(dsc)
+    movable = extent.copy()
+    if exclude_ends:
+        movable[[first, last]] = False
+    wrong = [int(i) for i in np.flatnonzero(low & movable)]
+    if not wrong:
+        return None, [], "no slice rated wrong"
+    n_extent, n_good = last - first + 1, int(good.sum())
+    if n_good < min_good_fraction * n_extent:
+        return (
+            None,
+            wrong,
+            (
+                f"only {n_good} of the {n_extent} slices from {first} to {last} are rated good "
+                f"(at least {min_good_fraction:.0%} needed)"
+            ),
+        )
+    good_idx = np.flatnonzero(good)
+    corrected = area.copy()
+    for i in wrong:
+        above, below = good_idx[good_idx < i], good_idx[good_idx > i]
+        if not above.size or not below.size:
+            side = "before" if not above.size else "after"
+            return None, wrong, f"slice {i} has no slice rated good {side} it"
+        corrected[i] = (area[above[-1]] + area[below[0]]) / 2.0
+    return corrected, wrong, None
+
+
+def correct_arrays(
+    slice_dsc: np.ndarray,
+    seg_area: np.ndarray,
+    spacing: Sequence[float],
+    class_names: Sequence[str] | None = None,
+    threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD,
+    classes: Sequence[str] | None = None,
+    exclude_ends: bool = True,
+    gaps: Mapping[str, Sequence[int]] | None = None,
+    min_good_fraction: float = MIN_GOOD_FRACTION,
+) -> VolumeCorrection:
+    """Per-class volume correction on plain arrays.
+
+    Args:
+        slice_dsc: predicted DSC (S, K), background first (column 0 is not used).
+        seg_area: segmented pixels (S, K), background first.
+        spacing: voxel spacing (sz, sy, sx) in mm.
+        class_names: names of the K-1 foreground columns; None: ``"1"``, ``"2"``, ...
+        threshold: slice threshold, one for all classes or per class (missing: 0.3).
+        classes: the classes to correct; None: every foreground class.
+        exclude_ends: exempt the first and last slices holding each class.
+        gaps: class -> slices where it is missing between slices holding it.
+        min_good_fraction: see :func:`correct_class`.
+
+    Raises:
+        ValueError: shapes, names, spacing or thresholds do not fit.
+    """
+    dsc, area = _check_arrays(slice_dsc, seg_area)
+    names = [str(j) for j in range(1, area.shape[1])] if class_names is None else list(class_names)
+    if len(names) != area.shape[1] - 1:
+        raise ValueError(f"{len(names)} class_names for {area.shape[1] - 1} foreground columns")
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing {tuple(spacing)} must be three positive numbers (mm)")
+    chosen = list(names) if classes is None else [str(c) for c in classes]
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        raise ValueError(f"classes {unknown} are not among the foreground classes {names}")
+    if isinstance(threshold, Mapping):
+        limits = {n: float(threshold.get(n, DEFAULT_THRESHOLD)) for n in chosen}
+    else:
+        limits = {n: float(threshold) for n in chosen}
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    volumes = {n: float(area[:, j].sum()) * voxel_ml for j, n in enumerate(names, start=1)}
+    results = {}
+    for name in chosen:
+        j = names.index(name) + 1
+        fixed, wrong, reason = correct_class(
+            dsc[:, j],
+            area[:, j],
+            limits[name],
+            (gaps or {}).get(name, ()),
+            exclude_ends,
+            min_good_fraction,
+        )
+        if fixed is not None:
+            corrected_ml: float | None = float(fixed.sum()) * voxel_ml
+        else:
+            corrected_ml = None if wrong else volumes[name]
+            if wrong:
+                logger.info("volume correction of %s declined: %s", name, reason)
+        results[name] = ClassCorrection(
+            fixed is not None, wrong, reason, volumes[name], corrected_ml
+        )
+    return VolumeCorrection(
+        classes=results,
+        volumes_ml=volumes,
+        mass_g=volumes[_MYO] * MYOCARDIUM_DENSITY if _MYO in volumes else None,
+        thresholds=limits,
+        exclude_ends=exclude_ends,
+    )
+
+
+def correct_volumes(
+    result: QCResult,
+    threshold: float | Mapping[str, float] | None = None,
+    classes: Sequence[str] | None = None,
+    exclude_ends: bool = True,
+    min_good_fraction: float = MIN_GOOD_FRACTION,
+) -> VolumeCorrection:
+    """Per-class corrected volumes of a QC result (see the module docstring).
+
+    Args:
+        result: the QC result of one case; its ``class_gap`` findings make slices wrong.
+        threshold: slice threshold(s); None: the result's ``min_slice_dsc`` per class
+            (0.3 for a class without one).
+        classes: the classes to correct; None: every foreground class.
+        exclude_ends: the first and last slices holding a class are never replaced.
+        min_good_fraction: see :func:`correct_class`.
+
+    Raises:
+        ValueError: a name in ``classes`` is not a foreground class, or a bad threshold.
+    """
+    if threshold is None:
+        threshold = dict(result.thresholds.min_slice_dsc)
+    gaps: dict[str, list[int]] = {}
+    for finding in result.findings:
+        if finding.check == CLASS_GAP and finding.class_name is not None:
+            gaps.setdefault(finding.class_name, []).extend(finding.slices)
+    return correct_arrays(
+        result.slice_dsc,
+        result.seg_area,
+        result.spacing,
+        result.class_names,
+        threshold,
+        classes,
+        exclude_ends,
+        gaps,
+        min_good_fraction,
+    )
+
+
+# -- the paper's slice-wise rule, kept for comparison --------------------------------------
+
+
 def foreground_range(seg_area: np.ndarray) -> tuple[int, int] | None:
     """First and last slice holding any foreground (columns 1..K-1), or None when none does."""
     holding = np.flatnonzero(np.asarray(seg_area)[:, 1:].sum(axis=1) > 0)
@@ -99,9 +343,8 @@ def foreground_range(seg_area: np.ndarray) -> tuple[int, int] | None:
 def default_columns(seg_area: np.ndarray) -> list[int]:
     """Background plus every foreground column segmented on every slice of the heart.
 
-    "Every slice" means every slice from the first to the last slice holding any foreground
-    (slices beyond the structure, e.g. below the apex, hold nothing by design). In the paper
-    these are BG, LV myocardium and LV cavity.
+    "Every slice" means every slice from the first to the last slice holding any foreground.
+    In the paper these are BG, LV myocardium and LV cavity.
     """
     area = np.asarray(seg_area)
     span = foreground_range(area)
@@ -114,23 +357,19 @@ def default_columns(seg_area: np.ndarray) -> list[int]:
 def find_wrong_slices(
     slice_dsc: np.ndarray,
     seg_area: np.ndarray,
-    threshold: float = 0.3,
+    threshold: float = DEFAULT_THRESHOLD,
     columns: Sequence[int] | None = None,
     exclude_ends: bool = True,
 ) -> np.ndarray:
     """(S,) True for slices whose predicted DSC is below ``threshold`` in any of ``columns``.
 
-    Args:
-        slice_dsc: predicted DSC (S, K), background first. NaN is never below the threshold.
-        seg_area: segmented pixels (S, K).
-        threshold: a DSC strictly below it makes a slice wrong.
-        columns: columns that decide; None: :func:`default_columns`.
-        exclude_ends: only slices strictly between the first and last slice holding
-            foreground can be wrong (the most basal and most apical slices are exempt).
+    The paper's slice-wise rule. Args: ``slice_dsc`` (S, K) background first (NaN is never
+    below the threshold); ``seg_area`` (S, K); ``columns`` that decide (None:
+    :func:`default_columns`); ``exclude_ends``: only slices strictly between the first and
+    last slice holding foreground can be wrong.
     """
     dsc, area = _check_arrays(slice_dsc, seg_area)
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold {threshold} is not in [0, 1]")
+    threshold = _check_threshold(threshold)
     cols = default_columns(area) if columns is None else [int(c) for c in columns]
     bad = [c for c in cols if not 0 <= c < dsc.shape[1]]
     if bad:
@@ -147,10 +386,10 @@ def find_wrong_slices(
 
 
 def replace_wrong_slices(seg_area: np.ndarray, wrong: np.ndarray) -> np.ndarray:
-    """Areas (S, K) with each wrong slice replaced by the mean of its nearest good neighbours.
+    """Areas (S, K) with every class of each wrong slice replaced from its neighbours.
 
-    The nearest good slice above and the nearest good slice below are averaged; where only
-    one side has a good slice, that one is used. Without any good slice nothing changes.
+    The paper's slice-wise replacement: the mean of the nearest slice not wrong above and
+    below (one side where only one has such a slice); without any, nothing changes.
     """
     area = np.asarray(seg_area, dtype=np.float64)
     wrong = np.asarray(wrong, dtype=bool)
@@ -159,89 +398,9 @@ def replace_wrong_slices(seg_area: np.ndarray, wrong: np.ndarray) -> np.ndarray:
     good = np.flatnonzero(~wrong)
     corrected = area.copy()
     if not good.size:
-        if wrong.any():
-            logger.warning("every slice is wrong; areas are left uncorrected")
         return corrected
     for i in np.flatnonzero(wrong):
         above, below = good[good < i], good[good > i]
         neighbours = ([above[-1]] if above.size else []) + ([below[0]] if below.size else [])
         corrected[i] = area[neighbours].mean(axis=0)
     return corrected
-
-
-def correct_arrays(
-    slice_dsc: np.ndarray,
-    seg_area: np.ndarray,
-    spacing: Sequence[float],
-    class_names: Sequence[str] | None = None,
-    threshold: float = 0.3,
-    columns: Sequence[int] | None = None,
-    exclude_ends: bool = True,
-) -> VolumeCorrection:
-    """Volume correction on plain arrays (any areas, e.g. with a slice replaced on purpose).
-
-    Args:
-        slice_dsc: predicted DSC (S, K), background first.
-        seg_area: segmented pixels (S, K), background first.
-        spacing: voxel spacing (sz, sy, sx) in mm.
-        class_names: names of the K-1 foreground columns; None: ``"1"``, ``"2"``, ...
-        threshold: a DSC strictly below it makes a slice wrong.
-        columns: columns that decide; None: :func:`default_columns`.
-        exclude_ends: exempt the first and last slices holding foreground.
-    """
-    dsc, area = _check_arrays(slice_dsc, seg_area)
-    names = [str(j) for j in range(1, area.shape[1])] if class_names is None else list(class_names)
-    if len(names) != area.shape[1] - 1:
-        raise ValueError(f"{len(names)} class_names for {area.shape[1] - 1} foreground columns")
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing {tuple(spacing)} must be three positive numbers (mm)")
-    cols = default_columns(area) if columns is None else [int(c) for c in columns]
-    wrong = find_wrong_slices(dsc, area, threshold, cols, exclude_ends)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    before = area.sum(axis=0) * voxel_ml
-    after = replace_wrong_slices(area, wrong).sum(axis=0) * voxel_ml
-    volumes = {n: float(before[j]) for j, n in enumerate(names, start=1)}
-    corrected = {n: float(after[j]) for j, n in enumerate(names, start=1)}
-    has_myo = _MYO in volumes
-    return VolumeCorrection(
-        wrong_slices=[int(i) for i in np.flatnonzero(wrong)],
-        volumes_ml=volumes,
-        corrected_ml=corrected,
-        mass_g=volumes[_MYO] * MYOCARDIUM_DENSITY if has_myo else None,
-        corrected_mass_g=corrected[_MYO] * MYOCARDIUM_DENSITY if has_myo else None,
-        threshold=float(threshold),
-        classes=[BACKGROUND if c == 0 else names[c - 1] for c in cols],
-        exclude_ends=exclude_ends,
-    )
-
-
-def correct_volumes(
-    result: QCResult,
-    threshold: float = 0.3,
-    classes: Sequence[str] | None = None,
-    exclude_ends: bool = True,
-) -> VolumeCorrection:
-    """Corrected volumes of a QC result (Fournel et al. 2021, section 5).
-
-    Args:
-        result: the QC result of one case.
-        threshold: a predicted DSC strictly below it makes a slice wrong (paper: 0.3).
-        classes: class names whose DSC decides (``"background"`` for the background);
-            None: background plus every foreground class segmented on every slice from the
-            first to the last slice holding foreground (the paper's BG, LVM and LVC).
-        exclude_ends: the first and last slices holding foreground are never wrong.
-
-    Raises:
-        ValueError: a name in ``classes`` is not a class of the result, or bad threshold.
-    """
-    names = result.class_names
-    columns = None
-    if classes is not None:
-        lookup = {BACKGROUND: 0, **{n: j for j, n in enumerate(names, start=1)}}
-        unknown = [c for c in classes if c not in lookup]
-        if unknown:
-            raise ValueError(f"classes {unknown} are not among {list(lookup)}")
-        columns = [lookup[c] for c in classes]
-    return correct_arrays(
-        result.slice_dsc, result.seg_area, result.spacing, names, threshold, columns, exclude_ends
-    )

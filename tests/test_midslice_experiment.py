@@ -78,7 +78,7 @@ def test_correcting_the_damaged_slice_restores_the_volume() -> None:
     indices = d.astype(np.int64)  # label values are class indices here
     predicted = np.full((7, 3), 0.9)
     predicted[3] = 0.1  # the QC network flags the damaged slice
-    result = correct_arrays(predicted, slice_areas(indices, 3), spacing, ["A", "B"], 0.3, [0, 1, 2])
+    result = correct_arrays(predicted, slice_areas(indices, 3), spacing, ["A", "B"], 0.3)
     assert result.wrong_slices == [3]
     truth_ml = class_volumes_ml(z, [1, 2], spacing)
     d_rve = relative_volume_error(class_volumes_ml(d, [1, 2], spacing), truth_ml)
