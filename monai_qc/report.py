@@ -21,9 +21,11 @@ import numpy as np
 
 from monai_qc.errors import QCInputError
 from monai_qc.report_html import figure_paths, render_html
+from monai_qc.report_levels import MARGIN, report_thresholds
 
 __all__ = [
     "SUMMARY_COLUMNS",
+    "csv_text",
     "atomic_write_bytes",
     "atomic_write_text",
     "figure_paths",
@@ -42,12 +44,15 @@ SUMMARY_COLUMNS = (
     "class",
     "label",
     "volume_dsc",
-    "min_slice_dsc",
+    "lowest_slice_dsc",
     "n_slices",
     "n_flagged",
+    "findings",
     "verdict",
     "error",
 )
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _VERDICTS = ("pass", "fail", "error")
 
 
@@ -205,12 +210,28 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _class_stats(report: Mapping[str, Any], name: str) -> tuple[float | None, float | None]:
-    """Volume DSC and lowest slice DSC of class ``name`` (None when absent)."""
+def csv_text(value: Any) -> Any:
+    """A text cell that a spreadsheet shows as text: a leading ``'`` before a formula start.
+
+    Only strings are changed (numbers stay numbers, a negative one included).
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _class_stats(
+    report: Mapping[str, Any], name: str, slice_limit: float | None
+) -> tuple[float | None, float | None, int | None]:
+    """Volume DSC, lowest slice DSC and slices below ``slice_limit`` of class ``name``.
+
+    Null slice values (class absent) are skipped; the count is None without a limit.
+    """
     volume = _number(((report.get("volume") or {}).get("dsc") or {}).get(name))
     slice_values = [_number((s.get("dsc") or {}).get(name)) for s in report.get("slices") or []]
     present = [v for v in slice_values if v is not None]
-    return volume, (min(present) if present else None)
+    below = None if slice_limit is None else sum(v < slice_limit for v in present)
+    return volume, (min(present) if present else None), below
 
 
 def _classes(report: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -219,30 +240,49 @@ def _classes(report: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return sorted(labels.items(), key=lambda item: (_number(item[1]) or 0.0, str(item[0])))
 
 
+def _finding_checks(report: Mapping[str, Any], name: str) -> str:
+    """The checks of the report's findings about class ``name`` or no class, joined by ``;``."""
+    findings = report.get("findings") if isinstance(report.get("findings"), list) else []
+    checks = [
+        str(f.get("check", ""))
+        for f in findings
+        if isinstance(f, Mapping) and f.get("class") in (None, name)
+    ]
+    return "; ".join(dict.fromkeys(checks))
+
+
 def write_summary_csv(reports: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
     """Write ``summary.csv``: a row per case and class (one row for a case without classes).
 
-    Columns are :data:`SUMMARY_COLUMNS`; absent values are empty cells.
+    Columns are :data:`SUMMARY_COLUMNS`; absent values are empty cells. ``lowest_slice_dsc``
+    is the lowest predicted slice DSC of the class, ``n_flagged`` the slices where it is below
+    the report's slice threshold for the class (empty without one), ``findings`` the checks of
+    the case's findings about the class or the whole case. Text cells that a spreadsheet
+    would read as a formula get a leading ``'`` (:func:`csv_text`).
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF line ends (RFC 4180): a field holding "\r" or "\n" is then quoted
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(SUMMARY_COLUMNS)
     for report in reports:
         slices = report.get("slices") or []
-        n_flagged = sum(bool(s.get("flagged")) for s in slices)
+        slice_limits = report_thresholds(report)[1]
         for name, label in _classes(report) or [("", "")]:
-            volume, lowest = _class_stats(report, name) if name else (None, None)
+            stats = _class_stats(report, name, slice_limits.get(str(name))) if name else None
+            volume, lowest, n_flagged = stats or (None, None, None)
+            text = csv_text
             writer.writerow(
                 [
-                    report.get("case", ""),
-                    name,
-                    label,
+                    text(report.get("case", "")),
+                    text(name),
+                    text(label),
                     _fmt(volume),
                     _fmt(lowest),
                     len(slices),
-                    n_flagged,
-                    report.get("verdict", ""),
-                    report.get("error") or "",
+                    "" if n_flagged is None else n_flagged,
+                    text(_finding_checks(report, name)),
+                    text(report.get("verdict", "")),
+                    text(report.get("error") or ""),
                 ]
             )
     return atomic_write_text(path, buffer.getvalue())
@@ -252,15 +292,15 @@ def write_html_report(
     reports: Iterable[Mapping[str, Any]],
     path: str | Path,
     title: str = "monai-qc report",
-    good: float = 0.8,
-    poor: float = 0.6,
+    margin: float = MARGIN,
     *,
     images: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Path:
     """Write the HTML page (inline CSS; figures linked from ``figures/`` beside it).
 
-    Per case the page shows the verdict and why, the strip of slices framed by predicted DSC
-    and the large views of flagged slices (where their PNG files exist, see
+    Per case the page shows the verdict and why, the findings and warnings, the strip of
+    slices framed by predicted DSC against the report's thresholds and the large views of
+    flagged slices (where their PNG files exist, see
     :func:`monai_qc.report_figures.write_case_figures`), the predicted DSC of every slice, and
     the volumes (corrected volumes and myocardial mass when the report has a ``correction``).
 
@@ -268,8 +308,8 @@ def write_html_report(
         reports: case reports.
         path: output ``.html`` file.
         title: page title.
-        good: DSC at or above which a value is green.
-        poor: DSC below which a value is red (amber in between).
+        margin: width of the amber band above a threshold
+            (:func:`monai_qc.report_levels.colour_limits`).
         images: optional case name -> (image, segmentation) arrays (S, H, W); the figures of
             these cases are drawn first.
     """
@@ -282,5 +322,5 @@ def write_html_report(
             case = report.get("case")
             if isinstance(case, str) and case in images:
                 image, segmentation = images[case]
-                write_case_figures(report, image, segmentation, path.parent, good, poor)
-    return atomic_write_text(path, render_html(reports, path.parent, title, good, poor))
+                write_case_figures(report, image, segmentation, path.parent, margin)
+    return atomic_write_text(path, render_html(reports, path.parent, title, margin))

@@ -1,5 +1,10 @@
 """Figures of a case report: a strip of all slices framed by predicted DSC, flagged slices.
 
+A slice's frame has the colour of its worst class against the report's own thresholds
+(:mod:`monai_qc.report_levels`): red exactly where a class is below its slice threshold (the
+slice is flagged), amber where one is doubtful, green otherwise, grey without any value or
+threshold.
+
 Figures are PNG files in ``<out_dir>/figures/`` (see :func:`monai_qc.report.figure_paths`),
 beside the HTML page that links them. Matplotlib is used through its object interface with
 the Agg canvas, so no global backend is set.
@@ -20,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from monai_qc.report import atomic_write_bytes, figure_paths
+from monai_qc.report_levels import MARGIN, colour_limits, level, worst_level
 
 __all__ = ["CLASS_COLOURS", "LEVEL_COLOURS", "write_case_figures"]
 
@@ -27,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 #: Contour colours of the foreground classes, in label-value order.
 CLASS_COLOURS = ("#ffd400", "#ff2bd6", "#00e5ff", "#7cff4f", "#ff8c1a", "#b388ff")
-#: Frame colours of a slice by its lowest predicted DSC.
+#: Frame colours of a slice by the level of its worst class.
 LEVEL_COLOURS = {"good": "#2e7d32", "warn": "#f9a825", "bad": "#c62828", "none": "#9e9e9e"}
 
 
@@ -48,12 +54,6 @@ def _dsc_matrix(report: Mapping[str, Any], names: list[str]) -> np.ndarray:
 
 def _colour(k: int) -> str:
     return CLASS_COLOURS[k % len(CLASS_COLOURS)]
-
-
-def _level(value: float, good: float, poor: float) -> str:
-    if not math.isfinite(value):
-        return "none"
-    return "good" if value >= good else "warn" if value >= poor else "bad"
 
 
 def _crop_box(segmentation: np.ndarray) -> tuple[slice, slice]:
@@ -107,12 +107,14 @@ def _strip(
     seg: np.ndarray,
     box: tuple[slice, slice],
     window: tuple[float, float],
-    levels: tuple[float, float],
+    margin: float,
     max_slices: int,
 ) -> Figure:
-    """Every slice (or ``max_slices`` of them, flagged ones kept) framed by its lowest DSC."""
+    """Every slice (or ``max_slices`` of them, flagged ones kept) framed by its worst class."""
     classes = _classes(report)
-    dsc = _dsc_matrix(report, [n for n, _ in classes])
+    names = [n for n, _ in classes]
+    dsc = _dsc_matrix(report, names)
+    limits = colour_limits(report, "slice", margin)
     slices = report.get("slices") or []
     flagged = {i for i, s in enumerate(slices) if s.get("flagged")}
     shown = list(range(len(slices)))
@@ -129,7 +131,9 @@ def _strip(
         _show(ax, image[i][box], seg[i][box], classes, window)
         row = dsc[i]
         lowest = float(np.nanmin(row)) if np.isfinite(row).any() else math.nan
-        colour = LEVEL_COLOURS[_level(lowest, *levels)]
+        levels = [level(float(v), limits.get(n)) for n, v in zip(names, row, strict=True)]
+        worst = "bad" if i in flagged else worst_level(levels)
+        colour = LEVEL_COLOURS[worst]
         for spine in ax.spines.values():
             spine.set_edgecolor(colour)
             spine.set_linewidth(5 if i in flagged else 3)
@@ -191,15 +195,15 @@ def write_case_figures(
     image: np.ndarray,
     segmentation: np.ndarray,
     out_dir: str | Path,
-    good: float = 0.8,
-    poor: float = 0.6,
+    margin: float = MARGIN,
     max_slices: int = 48,
     max_flagged: int = 8,
 ) -> list[Path]:
     """Write the PNG figures of one case into ``<out_dir>/figures/``.
 
     ``<case>_slices.png``: every slice (image and segmentation contours) framed in green,
-    amber or red by its lowest predicted DSC; flagged slices are titled FLAGGED.
+    amber or red by its worst class against the report's thresholds (red: below a slice
+    threshold); flagged slices are titled FLAGGED.
     ``<case>_flagged.png`` (only when slices are flagged; a stale one is removed): each
     flagged slice at a larger size, without and with the contours.
 
@@ -208,8 +212,7 @@ def write_case_figures(
         image: the image (S, H, W) checked.
         segmentation: its segmentation (S, H, W), label values.
         out_dir: the folder of the HTML report.
-        good: DSC at or above which a frame is green.
-        poor: DSC below which a frame is red (amber in between).
+        margin: width of the amber band (:func:`monai_qc.report_levels.colour_limits`).
         max_slices: most slices in the strip.
         max_flagged: most flagged slices drawn large.
 
@@ -233,9 +236,7 @@ def write_case_figures(
     box = _crop_box(seg > 0)
     low, high = np.percentile(image[:, box[0], box[1]], [1, 99])
     window = (float(low), float(max(high, low + 1e-6)))
-    written = [
-        _save(_strip(report, image, seg, box, window, (good, poor), max_slices), paths["slices"])
-    ]
+    written = [_save(_strip(report, image, seg, box, window, margin, max_slices), paths["slices"])]
     chosen = [i for i, s in enumerate(report["slices"]) if s.get("flagged")][:max_flagged]
     if chosen:
         written.append(_save(_flagged(report, image, seg, box, window, chosen), paths["flagged"]))

@@ -18,6 +18,7 @@ from monai_qc.report import (
     SUMMARY_COLUMNS,
     atomic_write_bytes,
     atomic_write_text,
+    csv_text,
     figure_paths,
     jsonable,
     read_case_report,
@@ -27,7 +28,7 @@ from monai_qc.report import (
     write_summary_csv,
     write_table_and_data,
 )
-from monai_qc.report_figures import write_case_figures
+from monai_qc.report_figures import LEVEL_COLOURS, write_case_figures
 
 
 def make_report(case: str = "acdc_001_ED", **extra: Any) -> dict[str, Any]:
@@ -148,29 +149,81 @@ def test_read_reports_sorted_and_skips_other_json(tmp_path: Path) -> None:
         read_reports(tmp_path / "missing")
 
 
-def test_write_summary_csv(tmp_path: Path) -> None:
-    path = write_summary_csv([make_report("a"), error_report("b")], tmp_path / "summary.csv")
+THRESHOLDS = {"min_dsc": {"RV": 0.7, "MYO": 0.7, "LV": 0.7}, "min_slice_dsc": 0.3}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        return list(csv.DictReader(handle))
+
+
+def test_write_summary_csv(tmp_path: Path) -> None:
+    report = make_report("a", thresholds={"min_dsc": 0.7, "min_slice_dsc": {"MYO": 0.5}})
+    path = write_summary_csv([report, error_report("b")], tmp_path / "summary.csv")
+    rows = read_csv(path)
     assert tuple(rows[0]) == SUMMARY_COLUMNS
+    assert "min_slice_dsc" not in SUMMARY_COLUMNS  # a threshold's name, not a prediction's
     assert [(r["case"], r["class"], r["label"]) for r in rows] == [
         ("a", "RV", "1"),
         ("a", "MYO", "2"),
         ("a", "LV", "3"),
         ("b", "", ""),
     ]
-    rv, myo = rows[0], rows[1]
+    rv, myo, lv = rows[:3]
     assert float(rv["volume_dsc"]) == pytest.approx(0.91)
-    assert float(rv["min_slice_dsc"]) == pytest.approx(0.93)  # the NaN slice is skipped
-    assert float(myo["min_slice_dsc"]) == pytest.approx(0.41)
-    assert (rv["n_slices"], rv["n_flagged"], rv["verdict"], rv["error"]) == ("2", "1", "fail", "")
+    assert float(rv["lowest_slice_dsc"]) == pytest.approx(0.93)  # the NaN slice is skipped
+    assert float(myo["lowest_slice_dsc"]) == pytest.approx(0.41)
+    # per class: MYO is below its slice threshold (0.5) on slice 1; RV and LV have none
+    assert [(r["n_slices"], r["n_flagged"]) for r in rows[:3]] == [("2", ""), ("2", "1"), ("2", "")]
+    assert (rv["verdict"], rv["error"], rv["findings"]) == ("fail", "", "")
     assert rows[3]["verdict"] == "error" and "segmentation is empty" in rows[3]["error"]
     assert no_temp_files(tmp_path)
 
 
+def test_summary_csv_counts_flagged_slices_per_class_and_lists_findings(tmp_path: Path) -> None:
+    report = make_report("a", thresholds=THRESHOLDS)
+    report["slices"].append(
+        {"index": 2, "dsc": {"RV": 0.1, "MYO": 0.2, "LV": None}, "flagged": True}
+    )
+    report["findings"] = [
+        {"check": "class_gap", "class": "LV", "slices": [2], "message": "LV is missing"},
+        {"check": "outside_rated_region", "class": None, "slices": [0], "message": "blob"},
+    ]
+    rows = read_csv(write_summary_csv([report], tmp_path / "summary.csv"))
+    assert [(r["class"], r["n_slices"], r["n_flagged"]) for r in rows] == [
+        ("RV", "3", "1"),  # 0.1; the null of slice 1 is not counted
+        ("MYO", "3", "1"),  # 0.2 (0.41 is above 0.3)
+        ("LV", "3", "0"),  # null on slice 2: absent, not below
+    ]
+    assert [r["findings"] for r in rows] == [
+        "outside_rated_region",
+        "outside_rated_region",
+        "class_gap; outside_rated_region",
+    ]
+
+
+@pytest.mark.parametrize(
+    "case", ['=HYPERLINK("http://x","y")', "+1+2", "-3", "@SUM(A1)", "\tx", "\rx"]
+)
+def test_summary_csv_cells_are_never_formulas(tmp_path: Path, case: str) -> None:
+    report = make_report(case, thresholds=THRESHOLDS, labels={"=RV": 1, "MYO": -2, "LV": "-3"})
+    errored = {**error_report("b"), "error": "=cmd|' /C calc'!A0"}
+    rows = read_csv(write_summary_csv([report, errored], tmp_path / "summary.csv"))
+    assert {r["case"] for r in rows[:3]} == {"'" + case}
+    assert rows[3]["error"] == "'=cmd|' /C calc'!A0"
+    assert [(r["class"], r["label"]) for r in rows[:3]] == [
+        ("MYO", "-2"),  # a number stays a number, negative or not
+        ("LV", "'-3"),  # text that looks like a number is text
+        ("'=RV", "1"),
+    ]
+    assert rows[2]["volume_dsc"] == ""  # "=RV" has no volume DSC in this report
+    assert float(rows[0]["lowest_slice_dsc"]) == pytest.approx(0.41)
+    assert csv_text(-0.5) == -0.5 and csv_text("a=b") == "a=b" and csv_text("") == ""
+
+
 def test_write_html_report_escapes(tmp_path: Path) -> None:
     reports = [
-        make_report("<script>alert(1)</script>"),
+        make_report("<script>alert(1)</script>", thresholds=THRESHOLDS),
         {**error_report("a&b"), "error": "<bad> & worse"},
     ]
     path = write_html_report(reports, tmp_path / "report.html")
@@ -180,12 +233,47 @@ def test_write_html_report_escapes(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "a&amp;b" in page and "&lt;bad&gt; &amp; worse" in page
     assert '<th class="flagged">1</th>' in page
-    assert 'class="good">0.910<' in page and 'class="warn">0.750<' in page  # 3D DSC
-    assert 'class="bad">0.41<' in page  # slice DSC
     assert "slice 1 flagged" in page
     assert "http://" not in page and "https://" not in page
     assert "<img" not in page  # no figures were written
     assert no_temp_files(tmp_path)
+
+
+def test_html_colours_follow_the_report_thresholds(tmp_path: Path) -> None:
+    report = make_report("a", thresholds=THRESHOLDS, verdict="pass")
+    report["slices"][1]["flagged"] = False
+    report["slices"].append({"index": 2, "dsc": {"RV": 0.75, "MYO": 0.29, "LV": 0.62}})
+    report["volume"]["dsc"]["LV"] = 0.65
+    page = write_html_report([report], tmp_path / "report.html").read_text()
+    # slices: red below 0.3 (the slice threshold), amber up to 0.7 (the case threshold)
+    assert 'class="warn">0.41<' in page and 'class="warn">0.62<' in page
+    assert 'class="bad">0.29<' in page and 'class="good">0.75<' in page
+    assert 'class="bad">0.41<' not in page
+    # 3D DSC: red below 0.7, amber up to 0.8
+    assert 'class="good">0.910<' in page and 'class="warn">0.750<' in page
+    assert 'class="bad">0.650<' in page
+    assert "3D DSC 0.70 for every class; slice DSC 0.30 for every class" in page
+    assert "beyond the first or last slice segmented with that class (apex or base)" in page
+    assert "predicts it is absent from the truth too" in page
+    bare = write_html_report([make_report("b")], tmp_path / "bare.html").read_text()
+    assert "<td>0.41</td>" in bare and "<td>0.910</td>" in bare  # no thresholds: no colours
+    assert 'class="bad"' not in bare.split("</style>")[1].split("<h2>Summary")[1]
+
+
+def test_html_shows_findings_and_warnings_escaped(tmp_path: Path) -> None:
+    report = make_report("a", thresholds=THRESHOLDS, verdict="fail")
+    report["findings"] = [
+        {"check": "class_gap", "class": "LV", "slices": [4, 5], "message": "LV <missing> & gone"}
+    ]
+    report["warnings"] = ["origin differs <by> 5 mm & more"]
+    page = write_html_report([report], tmp_path / "report.html").read_text()
+    assert "<h4>Findings</h4>" in page and "<h4>Warnings</h4>" in page
+    assert "<strong>class_gap</strong> (LV, slices 4, 5): LV &lt;missing&gt; &amp; gone" in page
+    assert '<li class="warning">origin differs &lt;by&gt; 5 mm &amp; more</li>' in page
+    assert "1 finding(s), see below" in page
+    assert "<th>findings</th>" in page and "<td>1</td></tr>" in page
+    clean = write_html_report([make_report("b")], tmp_path / "clean.html").read_text()
+    assert "<h4>Findings</h4>" not in clean and "<h4>Warnings</h4>" not in clean
 
 
 def test_atomic_write_bytes(tmp_path: Path) -> None:
@@ -196,23 +284,34 @@ def test_atomic_write_bytes(tmp_path: Path) -> None:
 
 def test_html_volume_table_with_correction(tmp_path: Path) -> None:
     correction = {
-        "wrong_slices": [1],
+        "wrong_slices": [1, 2, 3],
         "volumes_ml": {"RV": 150.0, "MYO": 110.0, "LV": 160.0},
-        "corrected_ml": {"RV": 140.0, "MYO": 100.0, "LV": 150.5},
+        "corrected_ml": {"RV": 150.0, "MYO": 100.0, "LV": None},
         "mass_g": 115.5,
         "corrected_mass_g": 105.0,
-        "threshold": 0.3,
-        "classes": ["background", "MYO", "LV"],
+        "per_class": {
+            "RV": {"corrected": False, "wrong_slices": [], "reason": "no slice rated wrong"},
+            "MYO": {"corrected": True, "wrong_slices": [1], "reason": None},
+            "LV": {"corrected": False, "wrong_slices": [1, 2, 3], "reason": "only <2> of 5"},
+        },
+        "thresholds": {"RV": 0.3, "MYO": 0.3, "LV": 0.3},
     }
-    report = make_report("a", correction=correction)
+    report = make_report("a", correction=correction, thresholds=THRESHOLDS)
     report["volume"]["segmented_ml"] = {"RV": 150.0, "MYO": 110.0, "LV": 160.0}
     page = write_html_report([report], tmp_path / "report.html").read_text()
     assert "corrected volume (mL)" in page
-    assert '<td>LV</td><td class="good">0.940</td><td>160.0</td><td>150.5</td>' in page
+    assert '<td>LV</td><td class="good">0.940</td><td>160.0</td><td>&ndash;</td>' in page
     assert "<td>myocardial mass (g)</td><td></td><td>115.5</td><td>105.0</td>" in page
-    assert "slice(s) 1 had predicted DSC below 0.30 for background, MYO, LV" in page
+    assert "MYO: slice(s) 1 rated wrong (predicted MYO DSC below 0.30 or a gap)" in page
+    assert "LV: <strong>not corrected</strong>, slice(s) 1, 2, 3 rated wrong" in page
+    assert "but only &lt;2&gt; of 5." in page
+    assert "RV: no slice rated wrong, corrected = segmented." in page
     plain = write_html_report([make_report("b")], tmp_path / "plain.html").read_text()
     assert "corrected volume" not in plain and "myocardial mass" not in plain
+    old = {**correction, "threshold": 0.3, "classes": ["background", "MYO", "LV"]}
+    del old["per_class"], old["thresholds"]  # a report written by an earlier version
+    page = write_html_report([make_report("c", correction=old)], tmp_path / "old.html")
+    assert "Corrected slice(s): 1, 2, 3." in page.read_text()
 
 
 def phantom_report(case: str, flagged: tuple[int, ...] = (3,)) -> dict[str, Any]:
@@ -273,3 +372,30 @@ def test_html_links_figures_that_exist(tmp_path: Path) -> None:
     assert "<h3>a b&amp;c &mdash;" in page
     write_case_figures(reports[1], image, labels, tmp_path)
     assert 'src="figures/plain_slices.png"' in write_html_report(reports, path).read_text()
+
+
+def colour_pixels(path: Path, colour: str) -> int:
+    """Pixels of a PNG within a small distance of a frame colour of LEVEL_COLOURS."""
+    rgb = np.array([int(LEVEL_COLOURS[colour][k : k + 2], 16) for k in (1, 3, 5)])
+    pixels = imread(path)[..., :3].astype(int)
+    return int((np.abs(pixels - rgb).sum(axis=-1) < 30).sum())
+
+
+def test_strip_frames_follow_the_report_thresholds(tmp_path: Path) -> None:
+    """A slice rated 0.45 (above the 0.3 slice threshold) is amber, not red, and not flagged."""
+    image, labels = make_phantom(1, n_slices=8, size=(64, 64))
+    report = phantom_report("p", flagged=())
+    report["thresholds"] = {"min_dsc": 0.6, "min_slice_dsc": 0.3}
+    report["slices"][3]["dsc"]["MYO"] = 0.45
+    for sl in report["slices"]:
+        sl["dsc"]["LV"] = 0.9
+    strip = write_case_figures(report, image, labels, tmp_path)[0]
+    assert colour_pixels(strip, "bad") < 20
+    assert colour_pixels(strip, "warn") > 100 and colour_pixels(strip, "good") > 700
+    report["slices"][3]["dsc"]["MYO"] = 0.29  # below the slice threshold: red
+    strip = write_case_figures(report, image, labels, tmp_path)[0]
+    assert colour_pixels(strip, "bad") > 100 and colour_pixels(strip, "warn") < 20
+    del report["thresholds"]  # no threshold: grey frames only
+    strip = write_case_figures(report, image, labels, tmp_path)[0]
+    assert colour_pixels(strip, "bad") < 20 and colour_pixels(strip, "good") < 20
+    assert colour_pixels(strip, "none") > 700

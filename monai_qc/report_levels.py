@@ -1,0 +1,104 @@
+"""Colour levels of predicted DSCs against a report's own thresholds.
+
+A value is ``"bad"`` (red) below the class's threshold: a slice below ``min_slice_dsc`` is
+flagged, a 3D DSC below ``min_dsc`` fails the case. It is ``"warn"`` (amber) up to the amber
+bound: for slices the case threshold, or :data:`MARGIN` above the slice threshold where the
+case threshold is not higher; for a 3D DSC, :data:`MARGIN` above the case threshold. Above
+that it is ``"good"`` (green). A class without the threshold, or a value that is null, is
+``"none"`` (no colour). The same levels frame the slices of the figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "LEVELS",
+    "MARGIN",
+    "class_names",
+    "colour_limits",
+    "level",
+    "report_thresholds",
+    "worst_level",
+]
+
+#: Width of the amber band above a threshold where no higher case threshold bounds it.
+MARGIN = 0.1
+#: Colour levels, worst first.
+LEVELS = ("bad", "warn", "good")
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float (numpy scalars included), else None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def class_names(report: Mapping[str, Any]) -> list[str]:
+    """Foreground class names of a report, sorted by label value."""
+    labels = report.get("labels")
+    if not isinstance(labels, Mapping):
+        return []
+    return [str(n) for n, _ in sorted(labels.items(), key=lambda kv: (_number(kv[1]) or 0, kv[0]))]
+
+
+def _per_class(value: Any, names: Sequence[str]) -> dict[str, float]:
+    """A threshold entry: a number for every class or ``{class: number}`` (others dropped)."""
+    if _number(value) is not None:
+        return dict.fromkeys(names, float(value))
+    return {
+        str(k): float(v)
+        for k, v in (value if isinstance(value, Mapping) else {}).items()
+        if _number(v) is not None
+    }
+
+
+def report_thresholds(report: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """The report's own ``(min_dsc, min_slice_dsc)`` per class (a number applies to all)."""
+    thresholds = report.get("thresholds")
+    thresholds = thresholds if isinstance(thresholds, Mapping) else {}
+    names = class_names(report)
+    return (
+        _per_class(thresholds.get("min_dsc"), names),
+        _per_class(thresholds.get("min_slice_dsc"), names),
+    )
+
+
+def colour_limits(
+    report: Mapping[str, Any], kind: str, margin: float = MARGIN
+) -> dict[str, tuple[float, float]]:
+    """Per class ``(red below, amber below)`` of ``kind`` ``"slice"`` or ``"volume"`` values.
+
+    Slices: red below the slice threshold, amber up to the case threshold (or ``margin`` above
+    the slice threshold when the case threshold is not higher). 3D DSC: red below the case
+    threshold, amber up to ``margin`` above it. Classes without the threshold are left out.
+    """
+    case, per_slice = report_thresholds(report)
+    if kind == "volume":
+        return {n: (v, min(v + margin, 1.0)) for n, v in case.items()}
+    if kind != "slice":
+        raise ValueError(f"kind must be 'slice' or 'volume', not {kind!r}")
+    limits = {}
+    for name, low in per_slice.items():
+        high = case.get(name, -1.0)
+        limits[name] = (low, high if high > low else min(low + margin, 1.0))
+    return limits
+
+
+def level(value: float | None, limits: tuple[float, float] | None) -> str:
+    """``"bad"``, ``"warn"``, ``"good"`` for a value against ``limits``; ``"none"`` without."""
+    if value is None or limits is None or not math.isfinite(value):
+        return "none"
+    return "bad" if value < limits[0] else "warn" if value < limits[1] else "good"
+
+
+def worst_level(levels: Sequence[str]) -> str:
+    """The worst of ``levels`` (``"none"`` when none is coloured)."""
+    return next((name for name in LEVELS if name in levels), "none")
