@@ -21,7 +21,7 @@ import numpy as np
 
 from monai_qc.errors import QCInputError
 from monai_qc.report_html import figure_paths, render_html
-from monai_qc.report_levels import MARGIN, report_thresholds
+from monai_qc.report_levels import MARGIN, report_thresholds, slice_levels
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -220,18 +220,12 @@ def csv_text(value: Any) -> Any:
     return value
 
 
-def _class_stats(
-    report: Mapping[str, Any], name: str, slice_limit: float | None
-) -> tuple[float | None, float | None, int | None]:
-    """Volume DSC, lowest slice DSC and slices below ``slice_limit`` of class ``name``.
-
-    Null slice values (class absent) are skipped; the count is None without a limit.
-    """
+def _class_stats(report: Mapping[str, Any], name: str) -> tuple[float | None, float | None]:
+    """Volume DSC and lowest slice DSC of class ``name`` (null slice values skipped)."""
     volume = _number(((report.get("volume") or {}).get("dsc") or {}).get(name))
     slice_values = [_number((s.get("dsc") or {}).get(name)) for s in report.get("slices") or []]
     present = [v for v in slice_values if v is not None]
-    below = None if slice_limit is None else sum(v < slice_limit for v in present)
-    return volume, (min(present) if present else None), below
+    return volume, (min(present) if present else None)
 
 
 def _classes(report: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -255,8 +249,9 @@ def write_summary_csv(reports: Iterable[Mapping[str, Any]], path: str | Path) ->
     """Write ``summary.csv``: a row per case and class (one row for a case without classes).
 
     Columns are :data:`SUMMARY_COLUMNS`; absent values are empty cells. ``lowest_slice_dsc``
-    is the lowest predicted slice DSC of the class, ``n_flagged`` the slices where it is below
-    the report's slice threshold for the class (empty without one), ``findings`` the checks of
+    is the lowest predicted slice DSC of the class, ``n_flagged`` the slices flagged for the
+    class (below the report's slice threshold for it, with the report's ``min_slice_error``;
+    empty without a slice threshold), ``findings`` the checks of
     the case's findings about the class or the whole case. Text cells that a spreadsheet
     would read as a formula get a leading ``'`` (:func:`csv_text`).
     """
@@ -267,9 +262,11 @@ def write_summary_csv(reports: Iterable[Mapping[str, Any]], path: str | Path) ->
     for report in reports:
         slices = report.get("slices") or []
         slice_limits = report_thresholds(report)[1]
+        levels = slice_levels(report)
         for name, label in _classes(report) or [("", "")]:
-            stats = _class_stats(report, name, slice_limits.get(str(name))) if name else None
-            volume, lowest, n_flagged = stats or (None, None, None)
+            volume, lowest = _class_stats(report, name) if name else (None, None)
+            flags = levels.get(str(name), []).count("bad")
+            n_flagged = flags if str(name) in slice_limits else None
             text = csv_text
             writer.writerow(
                 [

@@ -1,9 +1,8 @@
 """Figures of a case report: a strip of all slices framed by predicted DSC, flagged slices.
 
 A slice's frame has the colour of its worst class against the report's own thresholds
-(:mod:`monai_qc.report_levels`): red exactly where a class is below its slice threshold (the
-slice is flagged), amber where one is doubtful, green otherwise, grey without any value or
-threshold.
+(:mod:`monai_qc.report_levels`): red exactly where the slice is flagged, amber where a class
+is doubtful, green otherwise, grey without any value or threshold.
 
 Figures are PNG files in ``<out_dir>/figures/`` (see :func:`monai_qc.report.figure_paths`),
 beside the HTML page that links them. Matplotlib is used through its object interface with
@@ -25,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from monai_qc.report import atomic_write_bytes, figure_paths
-from monai_qc.report_levels import MARGIN, colour_limits, level, worst_level
+from monai_qc.report_levels import MARGIN, slice_levels, worst_level
 
 __all__ = ["CLASS_COLOURS", "LEVEL_COLOURS", "write_case_figures"]
 
@@ -114,7 +113,7 @@ def _strip(
     classes = _classes(report)
     names = [n for n, _ in classes]
     dsc = _dsc_matrix(report, names)
-    limits = colour_limits(report, "slice", margin)
+    levels = slice_levels(report, margin)
     slices = report.get("slices") or []
     flagged = {i for i, s in enumerate(slices) if s.get("flagged")}
     shown = list(range(len(slices)))
@@ -131,8 +130,7 @@ def _strip(
         _show(ax, image[i][box], seg[i][box], classes, window)
         row = dsc[i]
         lowest = float(np.nanmin(row)) if np.isfinite(row).any() else math.nan
-        levels = [level(float(v), limits.get(n)) for n, v in zip(names, row, strict=True)]
-        worst = "bad" if i in flagged else worst_level(levels)
+        worst = "bad" if i in flagged else worst_level([levels[n][i] for n in names])
         colour = LEVEL_COLOURS[worst]
         for spine in ax.spines.values():
             spine.set_edgecolor(colour)

@@ -22,7 +22,14 @@ from urllib.parse import quote
 
 import numpy as np
 
-from monai_qc.report_levels import MARGIN, class_names, colour_limits, level, report_thresholds
+from monai_qc.report_levels import (
+    MARGIN,
+    class_names,
+    colour_limits,
+    level,
+    report_thresholds,
+    slice_levels,
+)
 
 __all__ = ["FIGURES_DIR", "figure_paths", "render_html"]
 
@@ -70,10 +77,12 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _cell(value: float | None, limits: tuple[float, float] | None, digits: int = 3) -> str:
+def _cell(
+    value: float | None, limits: tuple[float, float] | None, digits: int = 3, colour: str = ""
+) -> str:
     if value is None:
         return "<td>&ndash;</td>"
-    colour = level(value, limits)
+    colour = colour or level(value, limits)
     css = "" if colour == "none" else f' class="{colour}"'
     return f"<td{css}>{value:.{digits}f}</td>"
 
@@ -187,7 +196,7 @@ def _figure(path: Path, alt: str, caption: str) -> str:
 def _slice_table(report: Mapping[str, Any], names: list[str], margin: float) -> str:
     """Classes in rows, slices in columns (flagged slices in red headers)."""
     slices = report.get("slices") or []
-    limits = colour_limits(report, "slice", margin)
+    levels = slice_levels(report, margin)
     head = "".join(
         f"<th{_FLAG if s.get('flagged') else ''}>{_e(str(s.get('index', i)))}</th>"
         for i, s in enumerate(slices)
@@ -195,7 +204,8 @@ def _slice_table(report: Mapping[str, Any], names: list[str], margin: float) -> 
     rows = [f"<tr><th>slice</th>{head}</tr>"]
     for name in names:
         cells = "".join(
-            _cell(_number(_mapping(s.get("dsc")).get(name)), limits.get(name), 2) for s in slices
+            _cell(_number(_mapping(s.get("dsc")).get(name)), None, 2, levels[name][i])
+            for i, s in enumerate(slices)
         )
         rows.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
     return '<div class="scroll"><table>' + "".join(rows) + "</table></div>"
@@ -311,7 +321,10 @@ _LEGEND = (
     '<span class="warn">amber</span> doubtful (slices: from the slice threshold up to the case '
     "threshold, or {margin:.2f} above the slice threshold when the case threshold is not "
     "higher; 3D DSC: up to {margin:.2f} above the case threshold), "
-    '<span class="good">green</span> above; no colour: no threshold for that class.</p>'
+    '<span class="good">green</span> above; no colour: no threshold for that class. A slice '
+    "DSC below the slice threshold is red only where the slice is flagged for the class; where "
+    "the report's min_slice_error asks for a larger predicted disagreement than the slice has "
+    "(a few pixels at the apex or base), it is amber and not flagged.</p>"
     '<p class="note legend">&ndash; in the slice table: the class is absent from the slice, '
     "no value is rated: it is not segmented there and either the network predicts it is absent "
     "from the truth too, or the slice lies beyond the first or last slice segmented with that "

@@ -6,6 +6,12 @@ bound: for slices the case threshold, or :data:`MARGIN` above the slice threshol
 case threshold is not higher; for a 3D DSC, :data:`MARGIN` above the case threshold. Above
 that it is ``"good"`` (green). A class without the threshold, or a value that is null, is
 ``"none"`` (no colour). The same levels frame the slices of the figures.
+
+A slice value below the slice threshold is red only when the slice is flagged for that class:
+with ``thresholds.min_slice_error`` > 0 a slice is flagged only where the class's predicted
+disagreement reaches that fraction of its segmented volume
+(:func:`monai_qc.reconstruction.slice_error_fraction`, from the report's ``dsc``, ``mvsf`` and
+``area``); a low DSC on a smaller disagreement (a few pixels at the apex) is amber.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from monai_qc.reconstruction import slice_error_fraction
+
 __all__ = [
     "LEVELS",
     "MARGIN",
@@ -23,6 +31,7 @@ __all__ = [
     "colour_limits",
     "level",
     "report_thresholds",
+    "slice_levels",
     "worst_level",
 ]
 
@@ -102,3 +111,49 @@ def level(value: float | None, limits: tuple[float, float] | None) -> str:
 def worst_level(levels: Sequence[str]) -> str:
     """The worst of ``levels`` (``"none"`` when none is coloured)."""
     return next((name for name in LEVELS if name in levels), "none")
+
+
+def _slice_matrix(slices: Sequence[Any], key: str, names: Sequence[str]) -> np.ndarray:
+    """(S, C) of ``slice[key][class]``; NaN where null or missing."""
+    rows = []
+    for sl in slices:
+        entry = sl.get(key) if isinstance(sl, Mapping) else None
+        entry = entry if isinstance(entry, Mapping) else {}
+        rows.append([_number(entry.get(n)) for n in names])
+    matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+    return matrix
+
+
+def slice_levels(report: Mapping[str, Any], margin: float = MARGIN) -> dict[str, list[str]]:
+    """Per class, the level of every slice's predicted DSC (see the module docstring).
+
+    ``"bad"`` marks exactly the slices flagged for the class: below its slice threshold and,
+    with ``min_slice_error`` > 0, a predicted disagreement of at least that fraction of the
+    class's segmented volume (counted as reached where ``mvsf`` or ``area`` is missing).
+    """
+    names = class_names(report)
+    slices = report.get("slices") if isinstance(report.get("slices"), list) else []
+    limits = colour_limits(report, "slice", margin)
+    dsc = _slice_matrix(slices, "dsc", names)
+    thresholds = report.get("thresholds")
+    thresholds = thresholds if isinstance(thresholds, Mapping) else {}
+    min_error = _number(thresholds.get("min_slice_error")) or 0.0
+    large = np.ones(dsc.shape, dtype=bool)
+    if min_error > 0 and dsc.size:
+        mvsf = _slice_matrix(slices, "mvsf", names)
+        area = _slice_matrix(slices, "area", names)
+        known = np.isfinite(mvsf) & np.isfinite(area)
+        with np.errstate(invalid="ignore"):
+            fraction = slice_error_fraction(
+                np.nan_to_num(dsc, nan=1.0), np.nan_to_num(mvsf), np.nan_to_num(area)
+            )
+            large = ~known | (fraction >= min_error)
+    out = {}
+    for k, name in enumerate(names):
+        column = []
+        for i in range(len(slices)):
+            value = None if not np.isfinite(dsc[i, k]) else float(dsc[i, k])
+            colour = level(value, limits.get(name))
+            column.append("warn" if colour == "bad" and not large[i, k] else colour)
+        out[name] = column
+    return out

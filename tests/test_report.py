@@ -399,3 +399,48 @@ def test_strip_frames_follow_the_report_thresholds(tmp_path: Path) -> None:
     strip = write_case_figures(report, image, labels, tmp_path)[0]
     assert colour_pixels(strip, "bad") < 20 and colour_pixels(strip, "good") < 20
     assert colour_pixels(strip, "none") > 700
+
+
+def test_small_disagreements_below_the_slice_threshold_are_amber_not_flagged(
+    tmp_path: Path,
+) -> None:
+    """With min_slice_error, a low DSC on a few pixels is not a flag: amber, n_flagged 0."""
+    report = make_report("a", verdict="pass")
+    report["thresholds"] = {**THRESHOLDS, "min_slice_error": 0.05}
+    areas = [{"RV": 500, "MYO": 300, "LV": 800}, {"RV": 0, "MYO": 6, "LV": 700}]
+    for sl, area in zip(report["slices"], areas, strict=True):
+        sl["area"] = area
+        sl["flagged"] = False
+    # MYO 0.2 on 6 pixels, truth 6 (2 + 0.5) / (2 - 0.5) = 10 pixels (MVSF): a disagreement of
+    # (1 - 0.2)(10 + 6) = 12.8 pixels, 0.042 of the 306 MYO pixels
+    report["slices"][1]["dsc"]["MYO"] = 0.2
+    report["slices"][1]["mvsf"]["MYO"] = 0.5
+    page = write_html_report([report], tmp_path / "report.html").read_text()
+    assert 'class="warn">0.20<' in page and 'class="bad">0.20<' not in page
+    rows = read_csv(write_summary_csv([report], tmp_path / "summary.csv"))
+    assert [r["n_flagged"] for r in rows] == ["0", "0", "0"]
+    report["thresholds"]["min_slice_error"] = 0.04
+    assert 'class="bad">0.20<' in write_html_report([report], tmp_path / "r.html").read_text()
+    rows = read_csv(write_summary_csv([report], tmp_path / "summary.csv"))
+    assert [r["n_flagged"] for r in rows] == ["0", "1", "0"]
+
+
+def test_per_class_flag_counts_match_the_predictor_on_a_real_case(
+    acdc: Path, tmp_path: Path
+) -> None:
+    """summary.csv's n_flagged and the red cells are the predictor's own per-class flags."""
+    from monai_qc.inference import QCPredictor
+    from monai_qc.io import read_volume
+
+    image, spacing, _ = read_volume(acdc / "imagesTr" / "acdc_002_ED_0000.nii.gz")
+    seg, _, _ = read_volume(acdc / "labelsTr" / "acdc_002_ED.nii.gz")
+    seg[4][seg[4] == 2] = 1  # MYO of a middle slice labelled RV
+    result = QCPredictor.from_bundle().predict(image, seg, spacing, "acdc_002_ED")
+    report = jsonable(result.to_dict())
+    expected = result.low_slices[:, 1:].sum(axis=0).tolist()
+    assert sum(expected) > 0
+    rows = read_csv(write_summary_csv([report], tmp_path / "summary.csv"))
+    assert [int(r["n_flagged"]) for r in rows] == expected
+    page = write_html_report([report], tmp_path / "report.html").read_text()
+    table = page.split("Predicted DSC per slice")[1].split("Volumes")[0]
+    assert table.count('class="bad"') == sum(expected)
