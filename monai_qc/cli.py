@@ -6,8 +6,9 @@ import logging
 
 import click
 
-from monai_qc.commands.check import check, gate
+from monai_qc.commands.check import check
 from monai_qc.commands.demo import demo
+from monai_qc.commands.gate import gate
 from monai_qc.commands.model import evaluate, train
 from monai_qc.commands.nnunet import nnunet_qc
 from monai_qc.commands.variants import build_dataset, variants

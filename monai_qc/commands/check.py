@@ -1,4 +1,4 @@
-"""``monai-qc check`` and ``monai-qc gate``."""
+"""``monai-qc check``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["check", "gate"]
+__all__ = ["check"]
 
 _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -110,52 +110,3 @@ def check(
     click.echo(f"report: {summary.html}")
     sys.exit(0 if no_fail or summary.failed == summary.errors == 0 else 1)
 
-
-@click.command()
-@click.argument("report_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--min-dsc",
-    "min_dsc",
-    multiple=True,
-    metavar="CLASS=VALUE",
-    help="Minimum reconstructed 3D DSC of a class (repeatable; '*' for all).",
-)
-@click.option(
-    "--min-slice-dsc",
-    "min_slice_dsc",
-    multiple=True,
-    metavar="CLASS=VALUE",
-    help="Minimum predicted DSC of a class on every slice (repeatable; '*' for all).",
-)
-@click.option(
-    "--junit",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the outcome as JUnit XML for CI systems.",
-)
-def gate(
-    report_dir: Path, min_dsc: tuple[str, ...], min_slice_dsc: tuple[str, ...], junit: Path | None
-) -> None:
-    """Exit 0 when every case in REPORT_DIR passes, 1 when any fails, 2 on bad usage.
-
-    Thresholds default to those recorded in the reports (the bundle's).
-    """
-    from monai_qc.gate import (
-        GateUsageError,
-        format_outcomes,
-        parse_thresholds,
-        run_gate,
-        write_junit_xml,
-    )
-
-    try:
-        code, outcomes = run_gate(
-            report_dir, parse_thresholds(min_dsc), parse_thresholds(min_slice_dsc)
-        )
-    except (GateUsageError, ValueError) as error:
-        click.echo(f"Error: {error}", err=True)
-        sys.exit(2)
-    click.echo(format_outcomes(outcomes))
-    if junit is not None:
-        write_junit_xml(outcomes, junit)
-    sys.exit(code)
