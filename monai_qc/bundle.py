@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,14 @@ from monai.bundle import ConfigParser
 
 from monai_qc.errors import BundleError
 
-__all__ = ["DEFAULT_BUNDLE", "load_bundle", "resolve_bundle", "shipped_bundles"]
+__all__ = [
+    "DEFAULT_BUNDLE",
+    "load_bundle",
+    "read_checkpoint",
+    "read_state_dict",
+    "resolve_bundle",
+    "shipped_bundles",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +80,58 @@ def load_bundle(path_or_name: str | Path | None = None) -> tuple[ConfigParser, P
         if key not in parser.get():
             raise BundleError(f"{root}/configs/inference.json: missing '{key}'")
     return parser, root
+
+
+def _numpy_scalar_globals() -> list[Any]:
+    """What ``torch.load(weights_only=True)`` needs to rebuild numpy scalars (data, no code)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+             np.uint64, np.float16, np.float32, np.float64)  # fmt: skip
+    return [scalar, np.dtype, *(type(np.dtype(kind)) for kind in kinds)]
+
+
+def read_checkpoint(path: str | Path, allow_code: bool = False) -> Any:
+    """A PyTorch checkpoint read as data: ``weights_only=True``, numpy scalars allowed.
+
+    Tensors, containers, numbers, strings, ``torch.device`` and numpy scalars (nnU-Net's
+    training logs hold them) load without running code from the file. A checkpoint holding
+    other objects is refused, unless ``allow_code``: it is then read with
+    ``weights_only=False``, which runs whatever code the file's pickle names, so only for
+    files the caller trusts (its own training runs); such a load is logged with the file.
+
+    Raises:
+        ValueError: the file cannot be read, or (without ``allow_code``) holds objects
+            other than data.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or foreign file: torch raises several kinds
+        if not str(error).startswith("Weights only load failed"):
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error!r})") from error
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        what = found[1] if found else "objects"
+        if not allow_code:
+            raise ValueError(
+                f"{path}: holds {what}, not only tensors and plain data; not loaded, "
+                "since loading it would run code named by the file"
+            ) from error
+        logger.warning(
+            "%s: holds %s, not only tensors and plain data; loading it as trusted code "
+            "(torch.load weights_only=False)",
+            path,
+            what,
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error!r})") from error
 
 
 def read_state_dict(weights_file: Path) -> dict[str, torch.Tensor]:

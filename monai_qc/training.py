@@ -24,7 +24,7 @@ from monai.losses import DiceCELoss
 from tqdm import tqdm
 
 from monai_qc.augmentation import augment_inputs, augment_with_expert_labels
-from monai_qc.bundle import read_state_dict
+from monai_qc.bundle import read_checkpoint, read_state_dict
 from monai_qc.networks import build_qc_network
 from monai_qc.report import atomic_write_text
 from monai_qc.slice_damage import damage_batch, slice_scores
@@ -286,7 +286,8 @@ def fit(
     ``last.pt`` resumes the run. Writes ``best.pt`` (state dict of the best validation epoch by
     ``config.select_by``), ``best.json`` (that epoch's history entry, the criterion and any
     ``init_weights``), ``last.pt`` (resumable checkpoint) and ``history.json`` to ``out_dir``;
-    returns the network with the best weights.
+    returns the network with the best weights. ``last.pt`` is read as data only
+    (``weights_only``): one that names code is refused, not run.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -298,7 +299,7 @@ def fit(
     best, start = float("inf"), 0
     last = out_dir / "last.pt"
     if last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = read_checkpoint(last)  # data only: a checkpoint naming code is refused
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -22,6 +22,7 @@ import pluggy
 import torch
 from tqdm import tqdm
 
+from monai_qc.bundle import read_checkpoint
 from monai_qc.io import patient_of
 from nnunet_hooks.hookspecs import SegmentedCase
 from nnunet_hooks.trainers import nnUNetTrainerQCVariant, snapshot_name
@@ -163,6 +164,13 @@ def _whole_slice_predictor_class() -> type:
 def _predictor(
     ws: VariantWorkspace, checkpoint: Checkpoint, device: torch.device, whole_slice: bool
 ) -> Any:
+    """An ``nnUNetPredictor`` with the weights of ``checkpoint``.
+
+    The checkpoint is read as data (``weights_only``, numpy scalars of nnU-Net's logs
+    allowed). These are the workspace's own training checkpoints, so one that names other
+    objects is still loaded, as trusted code, and logged with its file
+    (:func:`monai_qc.bundle.read_checkpoint`); do not put checkpoints from elsewhere there.
+    """
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -177,7 +185,7 @@ def _predictor(
     network = nnUNetTrainerQCVariant.build_network_architecture(
         plans_manager, configuration, 1, n_outputs, enable_deep_supervision=False
     )
-    weights = torch.load(checkpoint.path, map_location="cpu", weights_only=False)["network_weights"]
+    weights = read_checkpoint(checkpoint.path, allow_code=True)["network_weights"]
     network.load_state_dict(weights)
     predictor_class = _whole_slice_predictor_class() if whole_slice else nnUNetPredictor
     predictor = predictor_class(use_mirroring=False, device=device, allow_tqdm=False)
