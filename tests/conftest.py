@@ -1,7 +1,13 @@
-"""Shared fixtures: a QC bundle with untrained weights, phantoms and the shared ACDC data."""
+"""Shared fixtures: a QC bundle with untrained weights, phantoms and the shared ACDC data.
+
+The shared data (the folder holding ``Dataset027_ACDC``, ``Dataset028_ACDCtest``, ...) is
+looked for in ``$MONAI_QC_SHARED_DATA`` and, when that is not set, in ``../shared/data``
+beside the repository. Tests that need it skip with the place they looked.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +17,32 @@ from monai_qc.bundle_writer import write_bundle
 from monai_qc.networks import build_qc_network
 from monai_qc.phantom import PHANTOM_LABELS
 
-ACDC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Dataset027_ACDC"
+#: Environment variable naming the folder that holds the shared data sets.
+SHARED_DATA_ENV = "MONAI_QC_SHARED_DATA"
+#: Where the shared data sets are looked for without it.
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data() -> Path:
+    """The folder holding the shared data sets: ``$MONAI_QC_SHARED_DATA`` or the default."""
+    value = os.environ.get(SHARED_DATA_ENV, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_SHARED_DATA
+
+
+def shared_dataset(name: str) -> Path:
+    """``<shared data>/<name>``, or skip the test saying where it was looked for and how to say."""
+    folder = shared_data() / name
+    if not (folder / "dataset.json").is_file():
+        source = (
+            f"{SHARED_DATA_ENV}={os.environ[SHARED_DATA_ENV]}"
+            if os.environ.get(SHARED_DATA_ENV, "").strip()
+            else f"the default, as {SHARED_DATA_ENV} is not set"
+        )
+        pytest.skip(
+            f"shared data set {name} not found at {folder} ({source}); set {SHARED_DATA_ENV} to "
+            f"the folder holding {name}"
+        )
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +57,5 @@ def untrained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def acdc() -> Path:
-    """The shared ACDC data set; tests using it skip where it is absent."""
-    if not (ACDC / "dataset.json").is_file():
-        pytest.skip(f"shared ACDC data not found at {ACDC} (it lives beside the repository)")
-    return ACDC
+    """The shared ACDC data set (Dataset027_ACDC); tests using it skip where it is absent."""
+    return shared_dataset("Dataset027_ACDC")

@@ -9,7 +9,7 @@ import pytest
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE_FOLDERS = {"configs": "*.json", "docs": "*", "models": "*.pt"}
+BUNDLE_FOLDERS = {"configs": ["*.json", "*.conf"], "docs": ["*"], "models": ["*.pt"]}
 
 
 def test_every_bundle_folder_is_a_package_with_its_data() -> None:
@@ -23,8 +23,9 @@ def test_every_bundle_folder_is_a_package_with_its_data() -> None:
     for name in bundles:
         package = f"monai_qc.bundles.{name}"
         assert package in packages and package_data[package] == ["LICENSE"], name
-        for folder, pattern in BUNDLE_FOLDERS.items():
+        for folder, patterns in BUNDLE_FOLDERS.items():
             assert f"{package}.{folder}" in packages, f"{package}.{folder}"
-            assert package_data[f"{package}.{folder}"] == [pattern], f"{package}.{folder}"
-            shipped = list((ROOT / "bundles" / name / folder).glob(pattern))
-            assert shipped, f"bundles/{name}/{folder} holds no {pattern}"
+            assert package_data[f"{package}.{folder}"] == patterns, f"{package}.{folder}"
+            for pattern in patterns:  # configs/*.conf: logging.conf, as monai.bundle run expects
+                shipped = list((ROOT / "bundles" / name / folder).glob(pattern))
+                assert shipped, f"bundles/{name}/{folder} holds no {pattern}"
