@@ -150,6 +150,13 @@ def _threshold_line(report: Mapping[str, Any]) -> str:
             parts.append(f"{label} {shown[0]:.2f} for every class")
         elif values:
             parts.append(f"{label} " + ", ".join(f"{_e(n)} {v:.2f}" for n, v in values.items()))
+    thresholds = _mapping(report.get("thresholds"))
+    error = _number(thresholds.get("min_slice_error"))
+    if error:
+        parts.append(
+            f"a slice is flagged only where the predicted disagreement reaches {error:.0%} of "
+            "the class's segmented volume (min_slice_error)"
+        )
     return "Thresholds of this report: " + ("; ".join(parts) or "none") + "."
 
 

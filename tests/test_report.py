@@ -417,6 +417,7 @@ def test_small_disagreements_below_the_slice_threshold_are_amber_not_flagged(
     report["slices"][1]["mvsf"]["MYO"] = 0.5
     page = write_html_report([report], tmp_path / "report.html").read_text()
     assert 'class="warn">0.20<' in page and 'class="bad">0.20<' not in page
+    assert "flagged only where the predicted disagreement reaches 5% of the class" in page
     rows = read_csv(write_summary_csv([report], tmp_path / "summary.csv"))
     assert [r["n_flagged"] for r in rows] == ["0", "0", "0"]
     report["thresholds"]["min_slice_error"] = 0.04
