@@ -34,7 +34,12 @@ from typing import Any
 
 from monai_qc.errors import QCError, QCInputError
 from monai_qc.report import atomic_write_text
-from monai_qc.report_view import ReportView, parse_report, read_report_folder
+from monai_qc.report_view import (
+    ReportView,
+    large_disagreement,
+    parse_report,
+    read_report_folder,
+)
 from monai_qc.run_manifest import RUN_MANIFEST_NAME, RunManifest, read_run_manifest
 
 __all__ = [
@@ -159,9 +164,15 @@ def _unverified(
 
 
 def evaluate_view(
-    view: ReportView, min_dsc: Mapping[str, float], min_slice_dsc: Mapping[str, float]
+    view: ReportView,
+    min_dsc: Mapping[str, float],
+    min_slice_dsc: Mapping[str, float],
+    min_slice_error: float | None = None,
 ) -> GateOutcome:
-    """Decide whether one checked report passes (see :func:`evaluate_report`)."""
+    """Decide whether one checked report passes (see :func:`evaluate_report`).
+
+    ``min_slice_error`` overrides the report's ``thresholds.min_slice_error`` (None: keep it).
+    """
     warnings = list(view.warnings)
     if view.verdict == "error":
         return GateOutcome(view.case, False, [f"error: {view.error}"], warnings)
@@ -187,8 +198,11 @@ def evaluate_view(
         if limit is None:
             continue
         slice_limits[name] = limit
+        large = large_disagreement(view, name, min_slice_error)
         low = [
-            (v, s.index) for s in view.slices if (v := s.dsc.get(name)) is not None and v < limit
+            (v, s.index)
+            for s, is_large in zip(view.slices, large, strict=True)
+            if (v := s.dsc.get(name)) is not None and v < limit and is_large
         ]
         if low:
             worst = min(low)
@@ -205,6 +219,7 @@ def evaluate_report(
     report: Mapping[str, Any],
     min_dsc: Mapping[str, float],
     min_slice_dsc: Mapping[str, float],
+    min_slice_error: float | None = None,
 ) -> GateOutcome:
     """Decide whether one case report passes.
 
@@ -214,12 +229,14 @@ def evaluate_report(
     when the report lists a failed class or a flagged slice the gate did not re-evaluate with
     a threshold of its own, or says ``"fail"`` without listing either. A class's threshold is
     the one given, else ``*``, else the report's ``thresholds`` (a number or a per-class dict).
+    A low slice counts only where its predicted disagreement reaches ``min_slice_error`` (the
+    report's ``thresholds.min_slice_error`` when None), as the predictor flags it.
 
     Raises:
         ValueError: the report is malformed (:class:`ReportFormatError`), or a threshold names
             a class the report does not have.
     """
-    return evaluate_view(parse_report(report), min_dsc, min_slice_dsc)
+    return evaluate_view(parse_report(report), min_dsc, min_slice_dsc, min_slice_error)
 
 
 def run_gate(
@@ -228,6 +245,7 @@ def run_gate(
     min_slice_dsc: Mapping[str, float] | None = None,
     *,
     allow_no_manifest: bool = False,
+    min_slice_error: float | None = None,
 ) -> GateResult:
     """Evaluate the cases of the run whose reports are in ``report_dir``.
 
@@ -260,10 +278,15 @@ def run_gate(
     min_dsc, min_slice_dsc = min_dsc or {}, min_slice_dsc or {}
     try:
         if manifest is None:
-            outcomes = [evaluate_view(reports[c], min_dsc, min_slice_dsc) for c in sorted(reports)]
+            outcomes = [
+                evaluate_view(reports[c], min_dsc, min_slice_dsc, min_slice_error)
+                for c in sorted(reports)
+            ]
         else:
             outcomes = [
-                _manifest_outcome(case, reports.get(case), manifest, min_dsc, min_slice_dsc)
+                _manifest_outcome(
+                    case, reports.get(case), manifest, min_dsc, min_slice_dsc, min_slice_error
+                )
                 for case in sorted(set(manifest.cases) | set(reports))
             ]
     except ValueError as error:  # a threshold naming a class a report does not have
@@ -278,6 +301,7 @@ def _manifest_outcome(
     manifest: RunManifest,
     min_dsc: Mapping[str, float],
     min_slice_dsc: Mapping[str, float],
+    min_slice_error: float | None,
 ) -> GateOutcome:
     """The outcome of one case of a folder with a run manifest."""
     if view is None:
@@ -295,7 +319,7 @@ def _manifest_outcome(
             f"{manifest.run_id}): the case was not checked by this run"
         )
         return GateOutcome(case, False, [reason], warnings)
-    return evaluate_view(view, min_dsc, min_slice_dsc)
+    return evaluate_view(view, min_dsc, min_slice_dsc, min_slice_error)
 
 
 def format_outcomes(outcomes: Sequence[GateOutcome]) -> str:

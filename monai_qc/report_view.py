@@ -22,6 +22,7 @@ import numpy as np
 
 from monai_qc.check_cases import report_file_name
 from monai_qc.errors import QCInputError
+from monai_qc.reconstruction import slice_error_fraction
 from monai_qc.run_manifest import RUN_MANIFEST_NAME
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ReportFormatError",
     "ReportView",
     "SliceView",
+    "large_disagreement",
     "parse_report",
     "read_report_file",
     "read_report_folder",
@@ -44,10 +46,15 @@ class ReportFormatError(ValueError):
 
 @dataclass(frozen=True)
 class SliceView:
-    """One rated slice: its index and the predicted DSC of each class (None: no value)."""
+    """One rated slice: its index, the predicted DSC, MVSF and the area of each class.
+
+    None where the report holds no value (MVSF and area are optional in a report).
+    """
 
     index: int
     dsc: dict[str, float | None]
+    mvsf: dict[str, float | None] = field(default_factory=dict)
+    area: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class ReportView:
     slices: tuple[SliceView, ...] = ()
     min_dsc: dict[str, float] = field(default_factory=dict)
     min_slice_dsc: dict[str, float] = field(default_factory=dict)
+    min_slice_error: float = 0.0
     failed_classes: tuple[str, ...] = ()
     flagged_slices: tuple[int, ...] = ()
     findings: tuple[str, ...] = ()
@@ -123,6 +131,14 @@ def _thresholds(raw: Any, labels: tuple[str, ...], what: str) -> dict[str, float
     return result
 
 
+def _fraction(raw: Any, what: str) -> float:
+    """A fraction in [0, 1]; null or missing is 0."""
+    value = _number(raw, what)
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ReportFormatError(f"{what} is {value}, outside [0, 1]")
+    return value or 0.0
+
+
 def _finding_message(entry: Any) -> str:
     """The message of a finding; a finding of another shape is shown as it is."""
     if isinstance(entry, Mapping) and isinstance(entry.get("message"), str):
@@ -139,7 +155,11 @@ def _slice(raw: Any, labels: tuple[str, ...], position: int) -> SliceView:
     index = entry.get("index")
     if isinstance(index, bool) or not isinstance(index, int):
         raise ReportFormatError(f"{what}.index is {index!r}, not an integer")
-    return SliceView(index, _class_values(entry.get("dsc"), labels, f"{what}.dsc"))
+    optional = {
+        key: _class_values(entry[key], labels, f"{what}.{key}") if entry.get(key) else {}
+        for key in ("mvsf", "area")
+    }
+    return SliceView(index, _class_values(entry.get("dsc"), labels, f"{what}.dsc"), **optional)
 
 
 def _int_list(raw: Any, what: str) -> tuple[int, ...]:
@@ -207,6 +227,7 @@ def parse_report(report: Any) -> ReportView:
         min_slice_dsc=_thresholds(
             thresholds.get("min_slice_dsc"), labels, "thresholds.min_slice_dsc"
         ),
+        min_slice_error=_fraction(thresholds.get("min_slice_error"), "thresholds.min_slice_error"),
         failed_classes=_str_list(report.get("failed_classes"), "failed_classes"),
         flagged_slices=_int_list(report.get("flagged_slices"), "flagged_slices"),
         **common,
@@ -261,3 +282,22 @@ def read_report_folder(
         else:
             reports[view.case] = view
     return reports, ignored
+
+
+def large_disagreement(view: ReportView, name: str, min_slice_error: float | None) -> list[bool]:
+    """Per slice: does the class's predicted disagreement reach ``min_slice_error``?
+
+    The same rule as the predictor's flags (:attr:`monai_qc.inference.QCResult.low_slices`):
+    ``min_slice_error`` (the report's own when None) of the class's segmented volume, from the
+    slice's DSC, MVSF and area. A slice without MVSF or area counts as reached (no excuse).
+    """
+    fraction = view.min_slice_error if min_slice_error is None else min_slice_error
+    if fraction <= 0:
+        return [True] * len(view.slices)
+    columns = [[s.dsc.get(name), s.mvsf.get(name), s.area.get(name)] for s in view.slices]
+    values = np.array([[np.nan if v is None else v for v in row] for row in columns], float)
+    known = np.isfinite(values).all(axis=1)
+    dsc, mvsf, area = (np.nan_to_num(values[:, j])[:, None] for j in range(3))
+    area = np.maximum(area, 0.0)
+    error = slice_error_fraction(np.clip(dsc, 0.0, 1.0), mvsf, area)[:, 0]
+    return list(~known | (error >= fraction))

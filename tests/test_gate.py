@@ -397,3 +397,24 @@ def test_junit_lists_missing_cases_as_failures(tmp_path: Path) -> None:
     assert [(c.get("name"), c.find("failure").get("message")) for c in failed] == [
         ("b", "no report: the case was not checked")
     ]
+
+
+def test_gate_counts_low_slices_as_the_predictor_flags_them() -> None:
+    """min_slice_error: the report's own by default, overridable; the verdicts agree."""
+    import numpy as np
+
+    from monai_qc.inference import QCResult
+    from monai_qc.thresholds import Thresholds
+
+    dsc = np.array([[1.0, 0.9], [1.0, 0.2], [1.0, 0.9]])
+    areas = np.array([[900, 400], [990, 10], [700, 300]])  # a tiny slice rated 0.2
+    result = QCResult("tiny", {"RV": 1}, dsc, np.zeros_like(dsc), areas, np.array([1.0, 0.9]),
+                      (1, 1, 1), Thresholds({"RV": 0.7}, {"RV": 0.3}, 0.03))  # fmt: skip
+    report = result.to_dict()
+    assert report["verdict"] == "pass" and report["flagged_slices"] == []
+    assert evaluate_report(report, {}, {}).passed
+    strict = evaluate_report(report, {}, {}, min_slice_error=0.0)
+    assert not strict.passed and "slice(s) 1" in strict.reasons[0]
+    no_mvsf = {**report, "slices": [{k: v for k, v in s.items() if k != "mvsf"}
+                                    for s in report["slices"]]}  # fmt: skip
+    assert not evaluate_report(no_mvsf, {}, {}).passed  # cannot size the slice: no excuse

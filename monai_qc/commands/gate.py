@@ -27,6 +27,15 @@ __all__ = ["gate"]
     help="Minimum predicted DSC of a class on every slice (repeatable; '*' for all).",
 )
 @click.option(
+    "--min-slice-error",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="FRACTION",
+    help="A slice below --min-slice-dsc counts only when its predicted disagreement is at "
+    "least this fraction of the class's segmented volume (default: the reports' own, the "
+    "bundle's; 0 counts every low slice).",
+)
+@click.option(
     "--junit",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -42,6 +51,7 @@ def gate(
     report_dir: Path,
     min_dsc: tuple[str, ...],
     min_slice_dsc: tuple[str, ...],
+    min_slice_error: float | None,
     junit: Path | None,
     allow_no_manifest: bool,
 ) -> None:
@@ -78,6 +88,7 @@ def gate(
             parse_thresholds(min_dsc),
             parse_thresholds(min_slice_dsc),
             allow_no_manifest=allow_no_manifest,
+            min_slice_error=min_slice_error,
         )
     except (GateUsageError, ValueError) as error:
         click.echo(f"Error: {error}", err=True)
