@@ -104,7 +104,7 @@ def test_check_without_usable_bundle_says_so(phantom_folders, tmp_path: Path) ->
         "--bundle",
         str(tmp_path / "nowhere"),
     )
-    assert run.returncode == 1
+    assert run.returncode == 2  # a problem of the whole run, not of a case
     assert "no such bundle folder" in run.stderr
 
 
@@ -113,12 +113,15 @@ def test_gate_usage_errors_exit_2(tmp_path: Path) -> None:
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "a.json").write_text(
         '{"case": "a", "verdict": "pass", "labels": {"LV": 3},'
-        ' "slices": [], "volume": {"dsc": {"LV": 0.9}}}'
+        ' "slices": [{"index": 0, "dsc": {"LV": 0.9}, "flagged": false}],'
+        ' "volume": {"dsc": {"LV": 0.9}}}'
     )
-    assert _run("gate", str(tmp_path / "r"), "--min-dsc", "LV=0.8").returncode == 0
-    assert _run("gate", str(tmp_path / "r"), "--min-dsc", "LV=0.95").returncode == 1
-    assert _run("gate", str(tmp_path / "r"), "--min-dsc", "XX=0.5").returncode == 2
-    assert _run("gate", str(tmp_path / "r"), "--min-dsc", "LV=abc").returncode == 2
+    assert _run("gate", str(tmp_path / "r"), "--min-dsc", "LV=0.8").returncode == 2  # no manifest
+    hand_made = ("gate", str(tmp_path / "r"), "--allow-no-manifest", "--min-dsc")
+    assert _run(*hand_made, "LV=0.8").returncode == 0
+    assert _run(*hand_made, "LV=0.95").returncode == 1
+    assert _run(*hand_made, "XX=0.5").returncode == 2
+    assert _run(*hand_made, "LV=abc").returncode == 2
 
 
 @pytest.mark.slow
