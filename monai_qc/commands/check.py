@@ -109,4 +109,3 @@ def check(
     )
     click.echo(f"report: {summary.html}")
     sys.exit(0 if no_fail or summary.failed == summary.errors == 0 else 1)
-
