@@ -267,11 +267,11 @@ def check_pairs(
     try:
         write_run_manifest(manifest, out_dir)
         for item in tqdm(cases, desc="QC", unit="case", disable=len(cases) < 2):
-            if item.file.casefold() in seen:  # only for names made to collide on purpose
+            if item.file in seen:  # only for names made to collide on purpose
                 say(f"ERROR {item.case}: its report file {item.file} is another case's")
                 unwritten += 1
                 continue
-            seen.add(item.file.casefold())
+            seen.add(item.file)
             path = out_dir / item.file
             files = {"image": item.identity.image, "segmentation": item.identity.segmentation}
             stamp = {
@@ -324,8 +324,11 @@ def check_folder(
     """
     images, segmentations = Path(images), Path(segmentations)
     prepare_report_folder(Path(out_dir))
-    pairs, problems = pair_cases(images, segmentations)
-    ignored = ignored_files(images, segmentations)
+    try:
+        pairs, problems = pair_cases(images, segmentations)
+        ignored = ignored_files(images, segmentations)
+    except OSError as error:
+        raise CheckRunError(f"cannot list the input folders: {describe(error)}") from error
     if not pairs and not problems:
         where = f"{images}" if images == segmentations else f"{images} or {segmentations}"
         found = f"ignored: {shown(ignored)}" if ignored else "the folders are empty"
