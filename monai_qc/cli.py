@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from monai_qc.commands.bundle_info import bundle_info
 from monai_qc.commands.check import check
 from monai_qc.commands.demo import demo
 from monai_qc.commands.gate import gate
@@ -25,6 +26,7 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+main.add_command(bundle_info)
 main.add_command(check)
 main.add_command(demo)
 main.add_command(gate)
