@@ -1,7 +1,7 @@
 """Mid-slice experiment of volume correction (Fournel et al. 2021, section 5) on the QC test split.
 
-This measures the paper's slice-wise rule (:func:`monai_qc.correction.find_wrong_slices` and
-:func:`~monai_qc.correction.replace_wrong_slices`); the reports use the per-class rule, measured
+This measures the paper's slice-wise rule (``monai_qc.slicewise_correction``:
+``find_wrong_slices`` and ``replace_wrong_slices``); the reports use the per-class rule, measured
 by ``benchmarks/volume_correction.py``.
 
 For each test case segmented by the reference model: Z is its segmentation, D is Z with the
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from monai_qc.correction import default_columns, find_wrong_slices, replace_wrong_slices
 from monai_qc.correction_experiment import (
     CaseOutcome,
     class_volumes_ml,
@@ -43,6 +42,7 @@ from monai_qc.io import patient_of, read_volume
 from monai_qc.metrics import volume_scores
 from monai_qc.qc_dataset import split_patients
 from monai_qc.report import write_table_and_data
+from monai_qc.slicewise_correction import default_columns, find_wrong_slices, replace_wrong_slices
 
 logger = logging.getLogger("midslice_correction")
 

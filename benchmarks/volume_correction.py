@@ -31,16 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_qc.correction import (
-    correct_volumes,
-    default_columns,
-    find_wrong_slices,
-    replace_wrong_slices,
-)
+from monai_qc.correction import correct_volumes
 from monai_qc.inference import QCPredictor
 from monai_qc.io import read_volume
 from monai_qc.report import write_table_and_data
 from monai_qc.slice_damage import damage_slice
+from monai_qc.slicewise_correction import default_columns, find_wrong_slices, replace_wrong_slices
 
 logger = logging.getLogger("volume_correction")
 

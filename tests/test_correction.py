@@ -8,18 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_qc.correction import (
-    correct_arrays,
-    correct_class,
-    correct_volumes,
+from monai_qc.correction import correct_arrays, correct_class, correct_volumes
+from monai_qc.findings import CLASS_GAP, Finding
+from monai_qc.inference import QCPredictor, QCResult, Thresholds
+from monai_qc.io import read_volume
+from monai_qc.slicewise_correction import (
     default_columns,
     find_wrong_slices,
     foreground_range,
     replace_wrong_slices,
 )
-from monai_qc.findings import CLASS_GAP, Finding
-from monai_qc.inference import QCPredictor, QCResult, Thresholds
-from monai_qc.io import read_volume
 
 SPACING = (10.0, 1.5, 1.5)  # 22.5 mm3 = 0.0225 mL per voxel
 VOXEL_ML = 0.0225
