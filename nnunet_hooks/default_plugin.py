@@ -295,7 +295,11 @@ class QCPlugin:
 
     @hookimpl
     def run_finished(self, summary: dict[str, Any]) -> None:
-        """Write ``summary.csv`` and ``report.html`` of every report in the folder."""
+        """Write ``summary.csv`` and ``report.html`` of the run's reports in the folder.
+
+        With a run manifest, only the reports of its cases that carry its ``run_id`` (every
+        part of a run shares one manifest); reports that earlier runs left are not summarised.
+        """
         from monai_qc.errors import QCInputError
         from monai_qc.report import read_reports, write_html_report, write_summary_csv
 
@@ -307,6 +311,9 @@ class QCPlugin:
         except QCInputError as error:
             logger.warning("%s; summarising this run's reports only", error)
             reports = [self.reports[c] for c in sorted(self.reports)]
+        if self.manifest is not None:
+            run_id, cases = self.manifest.run_id, self.manifest.cases
+            reports = [r for r in reports if r.get("case") in cases and r.get("run_id") == run_id]
         write_summary_csv(reports, self.out_dir / "summary.csv")
         write_html_report(reports, self.out_dir / "report.html")
 

@@ -353,7 +353,7 @@ def test_nnunet_qc_cli_prints_the_bundle_and_the_gate_fails_a_missing_report(
     wrong = subprocess.run(
         [*command, "--bundle-sha256", "ab" * 32], capture_output=True, text=True, timeout=120
     )
-    assert wrong.returncode == 1 and f"SHA-256 is {sha}, not the expected abab" in wrong.stderr
+    assert wrong.returncode == 2 and f"SHA-256 is {sha}, not the expected abab" in wrong.stderr
     assert not (predictions / "qc").exists()
 
     run = subprocess.run(

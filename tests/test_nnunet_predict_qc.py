@@ -83,10 +83,15 @@ def test_nnunet_qc_command_checks_an_output_folder(
     images, predictions = nnunet_output_folder
     args = ["nnunet-qc", "--images", str(images), "--predictions", str(predictions)]
     args += ["--bundle", str(untrained_bundle), "--min-dsc", "*=0", "--min-slice-dsc", "*=0"]
+    qc = predictions / "qc"
+    qc.mkdir(exist_ok=True)
+    old = {"case": "old_run_case", "verdict": "error", "error": "left by an earlier run"}
+    (qc / "old_run_case.json").write_text(json.dumps(old))
     result = CliRunner().invoke(monai_qc, [*args, "--correct-volumes"])
     assert result.exit_code == 1, result.output
     assert "2 pass, 0 fail, 2 error" in result.output
-    qc = predictions / "qc"
+    summarised = (qc / "summary.csv").read_text()
+    assert "ph_0" in summarised and "old_run_case" not in summarised  # this run's cases only
     assert "correction" in json.loads((qc / "ph_0.json").read_text())
     assert json.loads((qc / "lonely.json").read_text())["verdict"] == "error"
 
@@ -94,7 +99,7 @@ def test_nnunet_qc_command_checks_an_output_folder(
     assert blocked.exit_code == 0 and "blocked" in blocked.output
     (predictions / "dataset.json").unlink()
     missing = CliRunner().invoke(monai_qc, args)
-    assert missing.exit_code == 1 and "dataset.json" in missing.output
+    assert missing.exit_code == 2 and "dataset.json" in missing.output
 
 
 @pytest.fixture(scope="module")

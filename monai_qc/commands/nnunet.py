@@ -65,7 +65,7 @@ def nnunet_qc(
     Labels come from the predictions' dataset.json. Writes qc/run_manifest.json (the cases
     expected, their files' SHA-256s, the bundle) before the first case and prints the bundle's
     name, version and SHA-256. Exit status 0 when every case passes, 1 when any fails or could
-    not be checked or the run could not start.
+    not be checked, 2 when the run could not start (bundle, pin, labels, report folder).
     """
     from monai_qc.errors import BundleError, QCInputError
     from monai_qc.gate import parse_thresholds
@@ -85,7 +85,8 @@ def nnunet_qc(
         plugin_log.setLevel(min(plugin_log.getEffectiveLevel(), logging.INFO))  # the bundle line
         summary = qc_nnunet_predictions(images, predictions, settings, blocked=block_plugin)
     except (BundleError, QCInputError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
     counts = summary.get("verdicts")
     if counts is None:
         click.echo("QC plugin blocked: no reports written")
