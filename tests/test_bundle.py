@@ -212,5 +212,9 @@ def test_monai_bundle_run_checks_a_folder(bundle: Path, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     reports = sorted(p.name for p in out.glob("*.json"))
-    assert reports == ["phantom_001_ED.json", "phantom_001_ES.json"]
+    assert reports == ["phantom_001_ED.json", "phantom_001_ES.json", "run_manifest.json"]
     assert (out / "summary.csv").is_file() and (out / "report.html").is_file()
+    gate = subprocess.run(
+        [sys.executable, "-m", "monai_qc", "gate", str(out)], capture_output=True, text=True
+    )
+    assert gate.returncode in (0, 1) and "of 2 cases passed" in gate.stdout, gate.stderr
