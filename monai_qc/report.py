@@ -21,7 +21,7 @@ import numpy as np
 
 from monai_qc.errors import QCInputError
 from monai_qc.report_html import figure_paths, render_html
-from monai_qc.report_levels import MARGIN, report_thresholds, slice_levels
+from monai_qc.report_levels import MARGIN, finite_number, report_thresholds, slice_levels
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -197,15 +197,6 @@ def read_reports(report_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(reports, key=lambda r: str(r["case"]))
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, else None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -222,8 +213,9 @@ def csv_text(value: Any) -> Any:
 
 def _class_stats(report: Mapping[str, Any], name: str) -> tuple[float | None, float | None]:
     """Volume DSC and lowest slice DSC of class ``name`` (null slice values skipped)."""
-    volume = _number(((report.get("volume") or {}).get("dsc") or {}).get(name))
-    slice_values = [_number((s.get("dsc") or {}).get(name)) for s in report.get("slices") or []]
+    volume = finite_number(((report.get("volume") or {}).get("dsc") or {}).get(name))
+    slices = report.get("slices") or []
+    slice_values = [finite_number((s.get("dsc") or {}).get(name)) for s in slices]
     present = [v for v in slice_values if v is not None]
     return volume, (min(present) if present else None)
 
@@ -231,7 +223,7 @@ def _class_stats(report: Mapping[str, Any], name: str) -> tuple[float | None, fl
 def _classes(report: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(name, label value) of the report's classes, sorted by value."""
     labels = report.get("labels") or {}
-    return sorted(labels.items(), key=lambda item: (_number(item[1]) or 0.0, str(item[0])))
+    return sorted(labels.items(), key=lambda item: (finite_number(item[1]) or 0.0, str(item[0])))
 
 
 def _finding_checks(report: Mapping[str, Any], name: str) -> str:

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import html
-import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
-
 from monai_qc.report_levels import (
     MARGIN,
     class_names,
     colour_limits,
+    finite_number,
     level,
     report_thresholds,
     slice_levels,
@@ -64,15 +62,6 @@ def figure_paths(case: str, out_dir: str | Path) -> dict[str, Path]:
     return {kind: folder / f"{stem}_{kind}.png" for kind in ("slices", "flagged")}
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float (numpy scalars included), else None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -88,7 +77,7 @@ def _cell(
 
 
 def _plain(value: Any, digits: int = 1) -> str:
-    number = _number(value)
+    number = finite_number(value)
     return "<td>&ndash;</td>" if number is None else f"<td>{number:.{digits}f}</td>"
 
 
@@ -113,7 +102,7 @@ def _why(report: Mapping[str, Any]) -> str:
     reasons = []
     for name in report.get("failed_classes") or []:
         limit = case_limits.get(str(name))
-        value = _number(volume.get(name))
+        value = finite_number(volume.get(name))
         below = f" (below {limit:.2f})" if limit is not None else ""
         shown = " none" if value is None else f" {value:.2f}"
         reasons.append(f"{_e(str(name))} predicted 3D DSC{shown}{below}")
@@ -151,7 +140,7 @@ def _threshold_line(report: Mapping[str, Any]) -> str:
         elif values:
             parts.append(f"{label} " + ", ".join(f"{_e(n)} {v:.2f}" for n, v in values.items()))
     thresholds = _mapping(report.get("thresholds"))
-    error = _number(thresholds.get("min_slice_error"))
+    error = finite_number(thresholds.get("min_slice_error"))
     if error:
         parts.append(
             f"a slice is flagged only where the predicted disagreement reaches {error:.0%} of "
@@ -211,7 +200,7 @@ def _slice_table(report: Mapping[str, Any], names: list[str], margin: float) -> 
     rows = [f"<tr><th>slice</th>{head}</tr>"]
     for name in names:
         cells = "".join(
-            _cell(_number(_mapping(s.get("dsc")).get(name)), None, 2, levels[name][i])
+            _cell(finite_number(_mapping(s.get("dsc")).get(name)), None, 2, levels[name][i])
             for i, s in enumerate(slices)
         )
         rows.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
@@ -229,7 +218,7 @@ def _correction_note(corr: Mapping[str, Any]) -> str:
     for name, entry in per_class.items():
         entry = _mapping(entry)
         wrong = entry.get("wrong_slices") or []
-        limit = _number(limits.get(name))
+        limit = finite_number(limits.get(name))
         rule = (
             f" (predicted {_e(name)} DSC below {limit:.2f} or a gap)" if limit is not None else ""
         )
@@ -262,10 +251,10 @@ def _volume_table(report: Mapping[str, Any], names: list[str], margin: float) ->
     head += "<th>corrected volume (mL)</th></tr>" if corr else "</tr>"
     rows = [head]
     for name in names:
-        row = f"<tr><td>{_e(name)}</td>{_cell(_number(dsc.get(name)), limits.get(name))}"
+        row = f"<tr><td>{_e(name)}</td>{_cell(finite_number(dsc.get(name)), limits.get(name))}"
         row += _plain(segmented.get(name)) + (_plain(corrected.get(name)) if corr else "")
         rows.append(row + "</tr>")
-    if corr and _number(corr.get("mass_g")) is not None:
+    if corr and finite_number(corr.get("mass_g")) is not None:
         rows.append(
             "<tr><td>myocardial mass (g)</td><td></td>"
             + _plain(corr.get("mass_g"))
@@ -365,7 +354,7 @@ def render_html(
         verdict = str(r.get("verdict", ""))
         volume = _mapping(_mapping(r.get("volume")).get("dsc"))
         limits = colour_limits(r, "volume", margin)
-        cells = "".join(_cell(_number(volume.get(c)), limits.get(c)) for c in classes)
+        cells = "".join(_cell(finite_number(volume.get(c)), limits.get(c)) for c in classes)
         n_flagged = sum(bool(s.get("flagged")) for s in r.get("slices") or [])
         body.append(
             f'<tr><td><a href="#case-{i}">{_e(str(r.get("case", "")))}</a></td>'

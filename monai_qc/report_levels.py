@@ -29,6 +29,7 @@ __all__ = [
     "MARGIN",
     "class_names",
     "colour_limits",
+    "finite_number",
     "level",
     "report_thresholds",
     "slice_levels",
@@ -41,7 +42,7 @@ MARGIN = 0.1
 LEVELS = ("bad", "warn", "good")
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """``value`` as a finite float (numpy scalars included), else None."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -55,17 +56,18 @@ def class_names(report: Mapping[str, Any]) -> list[str]:
     labels = report.get("labels")
     if not isinstance(labels, Mapping):
         return []
-    return [str(n) for n, _ in sorted(labels.items(), key=lambda kv: (_number(kv[1]) or 0, kv[0]))]
+    ordered = sorted(labels.items(), key=lambda kv: (finite_number(kv[1]) or 0, kv[0]))
+    return [str(n) for n, _ in ordered]
 
 
 def _per_class(value: Any, names: Sequence[str]) -> dict[str, float]:
     """A threshold entry: a number for every class or ``{class: number}`` (others dropped)."""
-    if _number(value) is not None:
+    if finite_number(value) is not None:
         return dict.fromkeys(names, float(value))
     return {
         str(k): float(v)
         for k, v in (value if isinstance(value, Mapping) else {}).items()
-        if _number(v) is not None
+        if finite_number(v) is not None
     }
 
 
@@ -119,7 +121,7 @@ def _slice_matrix(slices: Sequence[Any], key: str, names: Sequence[str]) -> np.n
     for sl in slices:
         entry = sl.get(key) if isinstance(sl, Mapping) else None
         entry = entry if isinstance(entry, Mapping) else {}
-        rows.append([_number(entry.get(n)) for n in names])
+        rows.append([finite_number(entry.get(n)) for n in names])
     matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
     return matrix
 
@@ -137,7 +139,7 @@ def slice_levels(report: Mapping[str, Any], margin: float = MARGIN) -> dict[str,
     dsc = _slice_matrix(slices, "dsc", names)
     thresholds = report.get("thresholds")
     thresholds = thresholds if isinstance(thresholds, Mapping) else {}
-    min_error = _number(thresholds.get("min_slice_error")) or 0.0
+    min_error = finite_number(thresholds.get("min_slice_error")) or 0.0
     large = np.ones(dsc.shape, dtype=bool)
     if min_error > 0 and dsc.size:
         mvsf = _slice_matrix(slices, "mvsf", names)
