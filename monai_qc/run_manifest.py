@@ -25,6 +25,7 @@ __all__ = [
     "RUN_MANIFEST_NAME",
     "CaseIdentity",
     "RunManifest",
+    "array_sha256",
     "bundle_identity",
     "case_key",
     "file_sha256",
@@ -47,6 +48,14 @@ def file_sha256(path: str | Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def array_sha256(array: Any) -> str:
+    """Hex SHA-256 of an array's values as C-ordered float32 (an image given in memory)."""
+    import numpy as np
+
+    values = np.ascontiguousarray(np.asarray(array), dtype=np.float32)
+    return hashlib.sha256(values.tobytes()).hexdigest()
 
 
 def _canonical_sha256(data: Any) -> str:

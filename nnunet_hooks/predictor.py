@@ -12,7 +12,6 @@ so a plugin can record what the run is expected to deliver before the first case
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -37,6 +36,7 @@ from nnunetv2.utilities.helpers import empty_cache
 from nnunetv2.utilities.label_handling.label_handling import convert_labelmap_to_one_hot
 from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
+from monai_qc.run_manifest import array_sha256
 from nnunet_hooks.hookspecs import SegmentedCase
 
 __all__ = ["QCnnUNetPredictor", "export_segmentation"]
@@ -102,12 +102,6 @@ def _case_id(ofiles: Sequence[str | None] | None, index: int) -> str:
     """The id of the run's ``index``-th case: its output file's name, else ``case_<index>``."""
     ofile = ofiles[index] if ofiles else None
     return os.path.basename(ofile) if ofile else f"case_{index:04d}"
-
-
-def _array_sha256(image: np.ndarray) -> str:
-    """SHA-256 of an input array's channel 0 as C-ordered float32 (what QC reads)."""
-    channel0 = np.ascontiguousarray(np.asarray(image)[0], dtype=np.float32)
-    return hashlib.sha256(channel0.tobytes()).hexdigest()
 
 
 class QCnnUNetPredictor(nnUNetPredictor):
@@ -239,8 +233,8 @@ class QCnnUNetPredictor(nnUNetPredictor):
         self._remember_output_folder(ofiles)
         self._expected = None
         self._cases = {
-            _case_id(ofiles, i): {"image": None, "image_sha256": _array_sha256(a), "remake": True}
-            for i, a in enumerate(images)
+            _case_id(ofiles, i): {"image": None, "image_sha256": sha, "remake": True}
+            for i, sha in enumerate(array_sha256(np.asarray(a)[0]) for a in images)
         }
         return _with_sources(iterator, images, ofiles)
 
