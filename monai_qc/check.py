@@ -27,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from monai_qc import __version__
+from monai_qc.case_report import rate_case
 from monai_qc.check_cases import (
     CheckRunError,
     describe,
@@ -37,7 +38,6 @@ from monai_qc.check_cases import (
     shown,
     unusable_case_name,
 )
-from monai_qc.correction import correct_volumes
 from monai_qc.errors import QCInputError
 from monai_qc.inference import QCPredictor
 from monai_qc.io import IMAGE_EXTENSIONS, CasePair, load_case, pair_cases
@@ -48,7 +48,6 @@ from monai_qc.report import (
     write_html_report,
     write_summary_csv,
 )
-from monai_qc.report_figures import write_case_figures
 from monai_qc.run_manifest import (
     CaseIdentity,
     RunManifest,
@@ -172,17 +171,15 @@ def _check_case(predictor: QCPredictor, item: _Case, out_dir: Path, strict: bool
     pair = item.pair
     try:
         case = load_case(item.case, pair.image_path, pair.seg_path, label_values, strict=strict)
-        result = predictor.predict(case.image, case.segmentation, case.spacing, item.case)
-        report = {
-            **result.to_dict(),
-            "correction": correct_volumes(result).to_dict(),
-            "warnings": list(case.warnings),
-        }
         try:
-            write_case_figures(report, case.image, case.segmentation, out_dir)
+            rated = rate_case(
+                predictor, case.image, case.segmentation, case.spacing, item.case,
+                figures_dir=out_dir,
+            )  # fmt: skip
         except OSError as error:
             where = error.filename or str(out_dir / "figures")
             raise OSError(error.errno, error.strerror, where) from error
+        report = {**rated, "warnings": list(case.warnings)}
     except QCInputError as error:
         logger.warning("%s: %s", item.case, error)
         report = error_report(item.case, printable(str(error)))

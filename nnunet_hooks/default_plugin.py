@@ -266,13 +266,17 @@ class QCPlugin:
             if segmentation.min() < 0 or segmentation.max() >= len(self._lookup):
                 raise QCInputError(case.case_id, "segmentation holds unknown label values")
             segmentation = self._lookup[segmentation]
-        result = self._predictor.predict(image, segmentation, case.spacing, case.case_id)
-        report = result.to_dict()
-        if self.settings.correct_volumes:
-            from monai_qc.correction import correct_volumes
+        from monai_qc.case_report import rate_case
 
-            report["correction"] = correct_volumes(result).to_dict()
-        return report
+        return rate_case(
+            self._predictor,
+            image,
+            segmentation,
+            case.spacing,
+            case.case_id,
+            correct=self.settings.correct_volumes,
+            figures_dir=self.out_dir,
+        )
 
     @hookimpl
     def case_failed(self, case_id: str, message: str) -> None:

@@ -363,3 +363,34 @@ def test_parts_share_one_manifest_and_a_stopped_run_leaves_no_stale_report(
     assert (out / "new_100.nii.gz").is_file()  # segmented again, never checked
     assert not (qc / "new_100.json").exists()  # so its earlier report is gone
     assert (qc / "blank.json").is_file() and (qc / "new_101.json").is_file()
+
+
+def test_nnunet_path_writes_the_report_and_figures_check_writes(
+    nnunet_output_folder: tuple[Path, Path], untrained_bundle: Path, tmp_path: Path
+) -> None:
+    """One pipeline: nnunet-qc and check give a case the same ratings, verdict and figures."""
+    images, predictions = nnunet_output_folder
+    common = ["--bundle", str(untrained_bundle)]
+    nnunet = CliRunner().invoke(
+        monai_qc,
+        ["nnunet-qc", "--images", str(images), "--predictions", str(predictions),
+         "--correct-volumes", *common],
+    )  # fmt: skip
+    assert nnunet.exit_code == 1, nnunet.output  # the empty and the lonely case are errors
+    out = tmp_path / "check"
+    check = CliRunner().invoke(
+        monai_qc,
+        ["check", "--images", str(images), "--segs", str(predictions), "--out", str(out),
+         "--no-fail", *common],
+    )  # fmt: skip
+    assert check.exit_code == 0, check.output
+    shared = ("labels", "slices", "volume", "thresholds", "failed_classes", "flagged_slices",
+              "findings", "correction", "bundle", "verdict")  # fmt: skip
+    for case in ("ph_0", "ph_1"):
+        from_nnunet = json.loads((predictions / "qc" / f"{case}.json").read_text())
+        from_check = json.loads((out / f"{case}.json").read_text())
+        assert {k: from_nnunet[k] for k in shared} == {k: from_check[k] for k in shared}
+        strips = [folder / "figures" / f"{case}_slices.png" for folder in (predictions / "qc", out)]
+        assert all(p.is_file() for p in strips)
+        assert strips[0].read_bytes() == strips[1].read_bytes()
+        assert f"figures/{case}_slices.png" in (predictions / "qc" / "report.html").read_text()
