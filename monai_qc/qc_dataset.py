@@ -1,7 +1,7 @@
 """The QC data set: collected segmentations -> balanced, patient-split, compact training data.
 
 Input: a folder of ``<model>.json`` / ``<model>.npz`` pairs written by
-:class:`monai_qc.qc_collect.TrueScoreCollector`, and the raw data set for the images.
+:class:`nnunet_hooks.true_scores.TrueScoreCollector`, and the raw data set for the images.
 Output folder:
 
 - ``train.npz``, ``val.npz``, ``test.npz``: one row per 2D sample (a slice of one

@@ -21,11 +21,11 @@ from monai_qc.bundle_writer import write_bundle
 from monai_qc.inference import QCPredictor
 from monai_qc.io import labelled_case_ids, read_volume
 from monai_qc.phantom import make_phantom, write_nnunet_dataset
-from monai_qc.qc_collect import TrueScoreCollector
 from monai_qc.qc_dataset import build_qc_dataset
 from monai_qc.training import TrainConfig
 from nnunet_hooks.hookspecs import SegmentedCase
 from nnunet_hooks.manager import get_plugin_manager
+from nnunet_hooks.true_scores import TrueScoreCollector
 
 CLASSES = ["background", "RV", "MYO", "LV"]
 

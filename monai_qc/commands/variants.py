@@ -184,7 +184,6 @@ def predict_command(
 ) -> None:
     """Segment every case with every kept checkpoint; record true scores (resumable)."""
     from monai_qc.io import dataset_file_ending, label_map_from_dataset_json
-    from monai_qc.qc_collect import TrueScoreCollector
     from nnunet_hooks.checkpoint_runs import (
         list_checkpoints,
         patient_subset,
@@ -192,6 +191,7 @@ def predict_command(
         run_checkpoints,
     )
     from nnunet_hooks.manager import get_plugin_manager
+    from nnunet_hooks.true_scores import TrueScoreCollector
     from nnunet_hooks.workspace import VariantWorkspace
 
     ws = VariantWorkspace.load(work.resolve())
