@@ -92,9 +92,9 @@ def error_report(case: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"case": case, "verdict": "error", "error": message, **extra}
 
 
-def check_settings(strict: bool = False) -> dict[str, Any]:
+def check_settings(strict: bool = False, figures: str = "failed") -> dict[str, Any]:
     """What besides inputs, bundle and thresholds a ``check`` report depends on."""
-    return {"strict": bool(strict), "monai_qc": __version__}
+    return {"strict": bool(strict), "figures": figures, "monai_qc": __version__}
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,9 @@ def _reusable(path: Path, item: _Case) -> dict[str, Any] | None:
     return report if same and report["verdict"] != "error" else None
 
 
-def _check_case(predictor: QCPredictor, item: _Case, out_dir: Path, strict: bool) -> dict[str, Any]:
+def _check_case(
+    predictor: QCPredictor, item: _Case, out_dir: Path, strict: bool, figures: str
+) -> dict[str, Any]:
     """The report of one paired case (an error report when it cannot be checked)."""
     assert item.pair is not None
     label_values = [0, *predictor.labels.values()]
@@ -174,7 +176,7 @@ def _check_case(predictor: QCPredictor, item: _Case, out_dir: Path, strict: bool
         try:
             rated = rate_case(
                 predictor, case.image, case.segmentation, case.spacing, item.case,
-                figures_dir=out_dir,
+                figures_dir=out_dir, figures=figures,
             )  # fmt: skip
         except OSError as error:
             where = error.filename or str(out_dir / "figures")
@@ -232,6 +234,7 @@ def check_pairs(
     *,
     strict: bool = False,
     echo: Echo | None = None,
+    figures: str = "failed",
 ) -> CheckSummary:
     """Check every pair; a case that cannot be checked gets an error report, the rest go on.
 
@@ -243,13 +246,14 @@ def check_pairs(
         overwrite: check every case again, reusing no earlier report.
         strict: an origin or direction mismatch is an error, not a warning.
         echo: receives a line per failing or unchecked case (default: the log).
+        figures: which cases get PNG figures: ``"all"``, ``"failed"`` (not passed), ``"none"``.
 
     Raises:
         CheckRunError: the report folder or a file in it cannot be written.
     """
     say = echo or logger.info
     prepare_report_folder(out_dir)
-    settings = check_settings(strict)
+    settings = check_settings(strict, figures)
     cases = _plan(predictor, pairs, problems, settings)
     manifest = RunManifest.create(
         "check",
@@ -283,7 +287,7 @@ def check_pairs(
             elif reused is not None:
                 report, skipped = reused, skipped + 1
             else:
-                report = _check_case(predictor, item, out_dir, strict)
+                report = _check_case(predictor, item, out_dir, strict, figures)
             report = _write_report({**report, **stamp}, path)
             reports.append(report)
             if (line := _console_line(report)) is not None:
@@ -312,6 +316,7 @@ def check_folder(
     *,
     strict: bool = False,
     echo: Echo | None = None,
+    figures: str = "failed",
 ) -> CheckSummary:
     """Pair a folder of images with a folder of segmentations and check every case.
 
@@ -335,5 +340,6 @@ def check_folder(
     if ignored:
         logger.info("ignored %d files that are not images: %s", len(ignored), shown(ignored))
     return check_pairs(
-        predictor, pairs, Path(out_dir), problems, overwrite, strict=strict, echo=echo
+        predictor, pairs, Path(out_dir), problems, overwrite, strict=strict, echo=echo,
+        figures=figures,
     )

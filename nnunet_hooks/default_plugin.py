@@ -47,6 +47,7 @@ class QCSettings:
         min_dsc: per-class volume DSC thresholds overriding the bundle's (``"*"``: all).
         min_slice_dsc: per-class slice DSC thresholds overriding the bundle's (``"*"``: all).
         correct_volumes: add corrected volumes (``report["correction"]``) to every report.
+        figures: which cases get PNG figures: ``"all"``, ``"failed"`` (not passed), ``"none"``.
         out: report folder (None: ``<output folder>/qc``).
         bundle_sha256: the bundle's expected SHA-256 (``bundle_identity``); another bundle
             stops the run in ``run_started`` (None: any bundle).
@@ -57,8 +58,13 @@ class QCSettings:
     min_dsc: Mapping[str, float] = field(default_factory=dict)
     min_slice_dsc: Mapping[str, float] = field(default_factory=dict)
     correct_volumes: bool = False
+    figures: str = "failed"
     out: str | None = None
     bundle_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.figures not in ("all", "failed", "none"):
+            raise ValueError(f"figures {self.figures!r} is not one of all, failed, none")
 
     def to_config(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -276,6 +282,7 @@ class QCPlugin:
             case.case_id,
             correct=self.settings.correct_volumes,
             figures_dir=self.out_dir,
+            figures=self.settings.figures,
         )
 
     @hookimpl

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Minimum slice DSC of a class ('*' for every class; repeatable).",
     )
     group.add_argument("--correct-volumes", action="store_true", help="Add corrected volumes.")
+    group.add_argument(
+        "--qc-figures",
+        choices=("all", "failed", "none"),
+        default="failed",
+        help="Which cases get PNG figures: every case, those that did not pass (default), none.",
+    )
     group.add_argument("--no-qc", action="store_true", help="Segment only, no QC reports.")
     group.add_argument(
         "--qc-block-plugin",
@@ -302,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         min_dsc=min_dsc,
         min_slice_dsc=min_slice_dsc,
         correct_volumes=args.correct_volumes,
+        figures=args.qc_figures,
         bundle_sha256=args.qc_bundle_sha256,
     )
     blocked = [*args.qc_block_plugin, *([PLUGIN_NAME] if args.no_qc else [])]

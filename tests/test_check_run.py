@@ -320,7 +320,7 @@ def test_disk_full_stops_the_run_with_exit_2(bundles: dict[str, Path], cases, tm
     """A 64 kB tmpfs holds the manifest but not every report and figure; the gate fails."""
     images, segs, _ = cases
     out = tmp_path / "mnt" / "qc"
-    check = _check_command(images, segs, out, bundles["lenient"])
+    check = _check_command(images, segs, out, bundles["lenient"]) + " --figures all"  # fills it
     gate = shlex.join([*CLI, "gate", str(out)])
     run = _in_tmpfs(tmp_path, "size=64k", f'{check}\necho "check $?"\n{gate}\necho "gate $?"')
     assert "Traceback" not in run.stderr, run.stderr

@@ -202,6 +202,7 @@ def test_qc_plugin_reports_errors_and_goes_on(untrained_bundle: Path, tmp_path: 
     assert "correction" not in good
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "blank.json",
+        "figures",  # of the failed case (only failed cases get figures by default)
         "good.json",
         "no_image.json",
         "report.html",

@@ -66,7 +66,7 @@ def test_report_renders_in_chromium(untrained_bundle: Path, tmp_path: Path) -> N
     data = write_nnunet_dataset(tmp_path / "Dataset990_Phantom", 2, n_slices=8, size=(96, 96))
     predictor = QCPredictor.from_bundle(untrained_bundle)
     out = tmp_path / "qc"
-    summary = check_folder(predictor, data / "imagesTr", data / "labelsTr", out)
+    summary = check_folder(predictor, data / "imagesTr", data / "labelsTr", out, figures="all")
     assert summary.errors == 0 and summary.passed + summary.failed == 2
     strips = sorted((out / "figures").glob("*_slices.png"))
     assert [p.name for p in strips] == ["phantom_001_ED_slices.png", "phantom_001_ES_slices.png"]

@@ -48,6 +48,14 @@ def _sha256_hex(ctx: click.Context, param: click.Parameter, value: str | None) -
     "(by default a warning in the report).",
 )
 @click.option(
+    "--figures",
+    type=click.Choice(["all", "failed", "none"]),
+    default="failed",
+    show_default=True,
+    help="Which cases get PNG figures in the report: every case, those that did not pass "
+    "(where a person will look; drawing is most of a case's time), or none.",
+)
+@click.option(
     "--no-fail",
     is_flag=True,
     help="Exit 0 whatever the verdicts (still 2 when the run cannot be done), e.g. when "
@@ -62,6 +70,7 @@ def check(
     device: str,
     overwrite: bool,
     strict: bool,
+    figures: str,
     no_fail: bool,
 ) -> None:
     """QC of existing segmentations (nnU-Net naming: <case>_0000.ext + <case>.ext).
@@ -97,8 +106,9 @@ def check(
             )
         predictor = QCPredictor.from_bundle(root, device=device, expected_sha256=identity["sha256"])
         summary = check_folder(
-            predictor, images, segs, out, overwrite=overwrite, strict=strict, echo=tqdm.write
-        )
+            predictor, images, segs, out, overwrite=overwrite, strict=strict, echo=tqdm.write,
+            figures=figures,
+        )  # fmt: skip
     except (BundleError, QCInputError, CheckRunError) as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(2)

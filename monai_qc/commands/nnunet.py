@@ -44,6 +44,13 @@ _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option("--correct-volumes", is_flag=True, help="Add corrected volumes to the reports.")
 @click.option(
+    "--figures",
+    type=click.Choice(["all", "failed", "none"]),
+    default="failed",
+    show_default=True,
+    help="Which cases get PNG figures: every case, those that did not pass, or none.",
+)
+@click.option(
     "--block-plugin",
     multiple=True,
     metavar="NAME",
@@ -58,6 +65,7 @@ def nnunet_qc(
     min_dsc: tuple[str, ...],
     min_slice_dsc: tuple[str, ...],
     correct_volumes: bool,
+    figures: str,
     block_plugin: tuple[str, ...],
 ) -> None:
     """QC of nnU-Net segmentations already made, with the plugins of nnUNetv2_predict_qc.
@@ -79,6 +87,7 @@ def nnunet_qc(
             min_dsc=parse_thresholds(min_dsc),
             min_slice_dsc=parse_thresholds(min_slice_dsc),
             correct_volumes=correct_volumes,
+            figures=figures,
             bundle_sha256=bundle_sha256,
         )
         plugin_log = logging.getLogger("nnunet_hooks.default_plugin")
