@@ -1,19 +1,18 @@
 """Near-expert segmentations: realistic, small perturbations of expert label maps.
 
-A QC network that never saw segmentations close to the expert's cannot rate them. These turn
-an expert label map (S, H, W) into maps a second reader or a strong segmenter could draw:
+They turn an expert label map (S, H, W) into maps a second reader or a strong segmenter draws:
 
 - :func:`elastic_deform`: a smooth in-plane displacement of the whole map (1-4 px);
 - :func:`boundary_jitter`: one class grown or shrunk by 1-2 px on part of its boundary;
 - :func:`partial_volume_shift`: one class blurred (sigma ~1 px), thresholded in [0.3, 0.7];
 - :func:`stop_short`: one class removed from its first or last slice (base or apex);
 - :func:`mix_regions`: one class, or the slices on one side of a split, from a second map;
-- :func:`near_expert`: a random composition of the above;
-- :func:`near_expert_in_band`: one whose DSC falls in a requested band (balanced data sets).
+- :func:`near_expert`, :func:`near_expert_in_band`: a random composition of the above, and one
+  whose DSC falls in a requested band (to balance a data set over DSC bands).
 
 Each takes a ``numpy.random.Generator`` (same seed, same map) and returns a new map of the
-input's shape and dtype holding only the input's values; no class of the input disappears.
-``strength`` scales every size parameter (1 = the ranges above).
+input's shape and dtype holding only its values; no class of the input disappears. ``strength``
+scales every size parameter (1 = the ranges above).
 """
 
 from __future__ import annotations
@@ -27,13 +26,12 @@ from monai_qc import metrics
 
 __all__ = [
     "boundary_jitter", "elastic_deform", "mix_regions", "near_expert", "near_expert_in_band",
-    "partial_volume_shift", "stop_short", "target_dsc",
-]  # fmt: skip
+    "partial_volume_shift", "stop_short"]  # fmt: skip
 
 Labels = np.ndarray  # (S, H, W) integer label map
 Gen = np.random.Generator
 _IN_PLANE = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], dtype=bool)  # 4-connected, in-plane
-_CROP_MARGIN = 24  # px kept around the foreground by near_expert
+_CROP_MARGIN = 24  # px kept around the foreground by near_expert_in_band
 
 
 def _check(labels: Labels) -> Labels:
@@ -72,6 +70,24 @@ def _fill_nearest(out: Labels, removed: np.ndarray, value: int) -> None:
         sl[gone] = sl[iy[gone], ix[gone]]
 
 
+def _smooth_noise(rng: Gen, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    """Gaussian noise smoothed in-plane with ``sigma`` px (made on a 4x coarser grid)."""
+    n, h, w = shape
+    coarse = rng.standard_normal((n, h // 4 + 1, w // 4 + 1), dtype=np.float32)
+    coarse = ndimage.gaussian_filter(coarse, sigma=(0, sigma / 4, sigma / 4))
+    return ndimage.gaussian_filter(coarse.repeat(4, 1).repeat(4, 2)[:, :h, :w], (0, 2, 2))
+
+
+def _crop_box(labels: Labels, other: Labels | None) -> tuple[slice, ...]:
+    """The foreground's in-plane bounding box in either map, plus a margin."""
+    fg = np.logical_or.reduce([(m != 0).any(axis=0) for m in (labels, other) if m is not None])
+    box: tuple[slice, ...] = (slice(None),)
+    for axis in (1, 0) if fg.any() else ():
+        idx = np.flatnonzero(fg.any(axis=axis))
+        box += (slice(max(idx[0] - _CROP_MARGIN, 0), idx[-1] + _CROP_MARGIN + 1),)
+    return box
+
+
 def elastic_deform(
     labels: Labels, rng: Gen, max_displacement: float | None = None, strength: float = 1.0
 ) -> Labels:
@@ -82,8 +98,7 @@ def elastic_deform(
     labels = _check(labels)
     mag = rng.uniform(1, 4) if max_displacement is None else max_displacement
     smooth = rng.uniform(6, 12)
-    field = rng.standard_normal((2, *labels.shape))
-    field = np.stack([ndimage.gaussian_filter(f, sigma=(0.5, smooth, smooth)) for f in field])
+    field = np.stack([_smooth_noise(rng, labels.shape, smooth) for _ in range(2)])
     field *= mag * strength / (float(np.sqrt((field**2).sum(axis=0)).max()) or 1.0)
     grid = np.indices(labels.shape, dtype=np.float64)
     grid[1:] += field
@@ -100,15 +115,14 @@ def boundary_jitter(
 ) -> Labels:
     """Grow or shrink one class by ``radius`` px in-plane inside a random smooth region.
 
-    Defaults: a random class, radius 1 or 2, grow or shrink at random; the region (smoothed
-    noise) covers 25-75 % of the volume; ``strength`` multiplies radius and region. Shrunk
-    voxels take the label of their nearest neighbour outside the class."""
+    Defaults: a random class, radius 1 or 2, grow or shrink at random, a region of 25-75 % of
+    the volume; ``strength`` scales radius and region. Lost voxels take the nearest other label."""
     labels = _check(labels)
     value = _pick_class(labels, rng, cls)
     r = int(rng.integers(1, 3)) if radius is None else radius
     up = bool(rng.random() < 0.5) if grow is None else grow
     fraction = min(rng.uniform(0.25, 0.75) * strength, 1.0)
-    field = ndimage.gaussian_filter(rng.standard_normal(labels.shape), sigma=(0, 8, 8))
+    field = _smooth_noise(rng, labels.shape, 8.0)
     region = field >= np.quantile(field, 1.0 - fraction)
     out = labels.copy()
     if value is None:
@@ -133,9 +147,8 @@ def partial_volume_shift(
 ) -> Labels:
     """Blur one class's mask in-plane and threshold it again, as a partial-volume reader would.
 
-    Defaults: a random class, ``level`` uniform in [0.3, 0.7] (below 0.5 the class grows, above
-    it shrinks); the blur's sigma is uniform in [0.7, 1.3] px, times ``strength``. Voxels the
-    class loses take the label of their nearest neighbour outside it."""
+    Defaults: a random class, ``level`` uniform in [0.3, 0.7] (below 0.5 the class grows); the
+    blur's sigma is 0.7-1.3 px times ``strength``. Lost voxels take the nearest other label."""
     labels = _check(labels)
     value = _pick_class(labels, rng, cls)
     sigma = rng.uniform(0.7, 1.3) * strength
@@ -163,12 +176,10 @@ def stop_short(
     if side not in ("first", "last"):
         raise ValueError(f"end must be 'first' or 'last', got {end!r}")
     flat = labels.reshape(labels.shape[0], -1)
-    candidates = [v for v in _classes(labels) if (flat == v).any(axis=1).sum() >= 2]
-    if cls is not None:
-        candidates = [cls] if cls in candidates else []
-    if not candidates:
-        return labels.copy()
+    candidates = [v for v in _classes(labels) if cls in (None, v) and (flat == v).any(1).sum() > 1]
     out = labels.copy()
+    if not candidates:
+        return out
     value = int(rng.choice(candidates))
     holding = np.flatnonzero((flat == value).any(axis=1))
     z = holding[0] if side == "first" else holding[-1]
@@ -181,11 +192,12 @@ def mix_regions(
     rng: Gen,
     other: Labels | None = None,
     region: str | None = None,
+    cls: int | None = None,
     strength: float = 1.0,
 ) -> Labels:
     """Take the labels of one region from ``other`` (e.g. a model's segmentation).
 
-    ``region``: ``"class"`` (one class's neighbourhood, 2 px in-plane, in either map) or
+    ``region``: ``"class"`` (the neighbourhood, 2 px in-plane, of ``cls`` or a random class) or
     ``"slices"`` (the slices on one side of a random split); default at random. Values the input
     does not hold become background. Without ``other``, a more strongly perturbed copy (elastic
     3-6 px and a 2-px boundary jitter, times ``strength``) is used."""
@@ -203,15 +215,14 @@ def mix_regions(
         src = np.where(np.isin(src, _classes(labels)), src, 0).astype(labels.dtype)
     out = labels.copy()
     if kind == "class":
-        value = _pick_class(labels, rng, None)
+        value = _pick_class(labels, rng, cls)
         if value is None:
             return out
         near = ndimage.binary_dilation((labels == value) | (src == value), _IN_PLANE, 2)
         out[near] = src[near]
     else:
-        n = labels.shape[0]
-        split = int(rng.integers(1, n)) if n > 1 else 1
-        part = slice(0, split) if rng.random() < 0.5 else slice(split, n)
+        split = int(rng.integers(1, max(labels.shape[0], 2)))
+        part = slice(0, split) if rng.random() < 0.5 else slice(split, None)
         out[part] = src[part]
     return _finish(out, labels)
 
@@ -228,36 +239,21 @@ def near_expert(
     n_ops: tuple[int, int] = (1, 3),
     strength: float = 1.0,
     other: Labels | None = None,
+    focus: int | None = None,
 ) -> Labels:
     """Apply ``n_ops[0]``-``n_ops[1]`` distinct random operations of this module in turn.
 
-    ``other`` (a second segmentation of the same image) feeds :func:`mix_regions`. Only the
-    foreground's in-plane bounding box plus a 24-px margin can change."""
-    labels = _check(labels)
-    maps = [labels] if other is None else [labels, np.asarray(other)]
-    fg = np.logical_or.reduce([(m != 0).any(axis=0) for m in maps])
-    box: tuple[slice, ...] = (slice(None),)
-    if fg.any():
-        for axis in (1, 0):
-            idx = np.flatnonzero(fg.any(axis=axis))
-            box += (slice(max(idx[0] - _CROP_MARGIN, 0), idx[-1] + _CROP_MARGIN + 1),)
-    crop, crop_other = labels[box], None if other is None else np.asarray(other)[box]
+    ``other`` (a second segmentation of the same image) feeds :func:`mix_regions`; the one-class
+    operations act on ``focus`` (default: a random class each)."""
+    out = _check(labels).copy()
     n = int(rng.integers(n_ops[0], n_ops[1] + 1))
     chosen = rng.choice(len(_OPS), size=min(n, len(_OPS)), replace=False, p=_OP_WEIGHTS)
-    for i in chosen:
-        extra = {"other": crop_other} if _OPS[int(i)] is mix_regions else {}
-        crop = _OPS[int(i)](crop, rng, strength=strength, **extra)
-    out = labels.copy()
-    out[box] = crop
+    for op in (_OPS[int(i)] for i in chosen):
+        extra: dict[str, object] = {} if op is elastic_deform else {"cls": focus}
+        if op is mix_regions:
+            extra["other"] = other
+        out = op(out, rng, strength=strength, **extra)
     return out
-
-
-def target_dsc(truth: Labels, seg: Labels, target_class: int | None = None) -> float:
-    """3D DSC of ``target_class``, or the lowest over the classes of ``truth`` (1.0 if none)."""
-    classes = _classes(truth) if target_class is None else [target_class]
-    if not classes:
-        return 1.0
-    return float(np.min(metrics.volume_scores(truth, seg, classes, empty_value=1.0).dsc))
 
 
 def near_expert_in_band(
@@ -269,32 +265,36 @@ def near_expert_in_band(
     target_class: int | None = None,
     max_evals: int = 24,
 ) -> tuple[Labels, float]:
-    """A :func:`near_expert` map whose DSC (:func:`target_dsc`) falls in ``band`` = [lo, hi).
+    """A :func:`near_expert` map whose 3D DSC falls in ``band`` = [lo, hi).
 
-    For a random recipe (operations and random fields fixed by a drawn seed) the strength is
-    searched, doubling then bisecting, until the DSC falls in the band (``hi`` included when 1);
-    a recipe that cannot reach it is replaced. Returns the map and its DSC: of at most
-    ``max_evals`` maps, the first in the band, or else the closest."""
-    labels = _check(labels)
-    lo, hi = band
-    best: tuple[float, Labels, float] = (np.inf, labels.copy(), 1.0)
-    evals = 0
-    while evals < max_evals:
-        seed = int(rng.integers(2**63 - 1))
-        s_lo, s_hi, s = 0.0, np.inf, 1.0
-        for _ in range(6):
-            out = near_expert(labels, np.random.default_rng(seed), n_ops, s, other)
-            score = target_dsc(labels, out, target_class)
-            evals += 1
-            miss = max(lo - score, score - hi, 1e-9 if score == hi < 1 else 0.0)
-            if miss < best[0]:
-                best = (miss, out, score)
-            if miss == 0.0 or evals >= max_evals:
-                return best[1], best[2]
-            if score > hi:  # too close to the input: stronger
-                s_lo, s = s, (2 * s if s_hi == np.inf else (s + s_hi) / 2)
-            else:
-                s_hi, s = s, (s_lo + s) / 2
-            if s > 6.0:
-                break
-    return best[1], best[2]
+    The DSC is that of ``target_class`` (the one-class operations then act on it, and every
+    other class must keep a DSC of at least ``lo``), or else the lowest over the classes. For a
+    random recipe (operations and random fields fixed by a drawn seed) the strength is searched,
+    doubling then bisecting, until the DSC falls in the band (``hi`` included when 1); a recipe
+    that cannot reach it is replaced. Returns the map and its DSC: of at most ``max_evals``
+    maps, the first in the band, or else the closest."""
+    labels, (lo, hi) = _check(labels), band
+    box, values = _crop_box(labels, other), _classes(labels)
+    crop, crop_other = labels[box], None if other is None else np.asarray(other)[box]
+    best: tuple[float, Labels, float] = (np.inf, crop, 1.0)
+    s, steps = np.inf, 0
+    for _ in range(max_evals if values else 0):
+        if s > 6.0 or steps == 6:  # a new recipe
+            seed, s_lo, s_hi, s, steps = int(rng.integers(2**63 - 1)), 0.0, np.inf, 1.0, 0
+        steps += 1
+        out = near_expert(crop, np.random.default_rng(seed), n_ops, s, crop_other, target_class)
+        dsc = dict(zip(values, metrics.volume_scores(crop, out, values, 1.0).dsc, strict=True))
+        floor = min(dsc.values())
+        score = floor if target_class is None else dsc.get(target_class, 1.0)
+        miss = max(lo - score, score - hi, lo - floor, 1e-9 if score == hi < 1 else 0.0)
+        if miss < best[0]:
+            best = (miss, out, score)
+        if miss == 0.0:
+            break
+        if score > hi:  # too close to the input: stronger
+            s_lo, s = s, (2 * s if s_hi == np.inf else (s + s_hi) / 2)
+        else:
+            s_hi, s = s, (s_lo + s) / 2
+    full = labels.copy()
+    full[box] = best[1]
+    return full, best[2]

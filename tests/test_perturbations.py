@@ -22,14 +22,14 @@ def _dsc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return metrics.volume_scores(a, b, CLASSES, empty_value=1.0).dsc
 
 
-# operation, lowest per-class 3D DSC over seeds 0-7 on this phantom (measured: 0.89, 0.84,
-# 0.93, 0.90, 0.68, 0.81; the thin myocardium is the lowest class in each)
+# operation, lowest per-class 3D DSC over seeds 0-7 on this phantom (measured: 0.88, 0.88,
+# 0.93, 0.90, 0.83, 0.88; the thin myocardium is the lowest class in each)
 OPS = {
     "elastic_deform": (P.elastic_deform, 0.85),
     "boundary_jitter": (P.boundary_jitter, 0.80),
     "partial_volume_shift": (P.partial_volume_shift, 0.90),
     "stop_short": (P.stop_short, 0.85),
-    "mix_regions": (P.mix_regions, 0.60),
+    "mix_regions": (P.mix_regions, 0.75),
     "near_expert": (P.near_expert, 0.75),
 }
 
@@ -55,8 +55,8 @@ def test_elastic_displacement_sets_the_damage(labels: np.ndarray) -> None:
     small = [_dsc(labels, P.elastic_deform(labels, np.random.default_rng(s), 1.0)) for s in SEEDS]
     large = [_dsc(labels, P.elastic_deform(labels, np.random.default_rng(s), 4.0)) for s in SEEDS]
     # nearest-neighbour labels: most displacements of a 1-px field round to the same voxel
-    assert np.min(small) >= 0.99
-    assert np.min(large) >= 0.85 and np.mean(large) < 0.97
+    assert np.min(small) >= 0.98 and np.mean(small) >= 0.99  # measured 0.986, 0.998
+    assert np.min(large) >= 0.80 and np.mean(large) < 0.96  # measured 0.834, 0.927
 
 
 def test_boundary_jitter_grows_or_shrinks_one_class_only(labels: np.ndarray) -> None:
@@ -129,15 +129,21 @@ def test_bad_input_is_refused(labels: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("target_class", [None, 2])
-def test_band_targeting_hits_the_requested_band(labels: np.ndarray, target_class) -> None:
+def test_band_targeting_hits_the_requested_band(
+    labels: np.ndarray, target_class: int | None
+) -> None:
     bands = [(lo, lo + 0.05) for lo in np.arange(0.70, 0.99, 0.05).round(2)]
     hits = 0
     for i, band in enumerate(bands * 2):
         rng = np.random.default_rng(100 + i)
         out, score = P.near_expert_in_band(labels, rng, band, target_class=target_class)
-        assert score == pytest.approx(P.target_dsc(labels, out, target_class))
+        dsc = _dsc(labels, out)
+        assert score == pytest.approx(dsc.min() if target_class is None else dsc[target_class - 1])
         assert set(np.unique(out)) == set(np.unique(labels))
-        hits += int(band[0] <= score < band[1] or (band[1] >= 1 and score == 1))
+        hit = band[0] <= score < band[1] or (band[1] >= 1 and score == 1)
+        hits += int(hit)
+        if hit:  # the other classes stay at or above the band
+            assert dsc.min() >= band[0]
     assert hits >= 0.8 * 2 * len(bands)
     again = P.near_expert_in_band(labels, np.random.default_rng(5), (0.8, 0.85))
     assert np.array_equal(
