@@ -304,11 +304,13 @@ def test_nnunetv2_predict_qc_end_to_end(
 
     gate = _gate(qc)
     assert gate.returncode == 1 and "FAIL blank: error:" in gate.stdout, gate.stdout
-    assert "FAIL new_" not in gate.stdout
+    for case in ("new_100", "new_101"):  # the gate fails exactly the reports that failed
+        assert (f"FAIL {case}:" in gate.stdout) == (reports[case]["verdict"] != "pass")
     (qc / "blank.json").unlink()  # no report: the case was never checked, it must still fail
     gate = _gate(qc)
     assert gate.returncode == 1 and "blank" in gate.stdout + gate.stderr, gate.stdout
-    assert "FAIL new_" not in gate.stdout
+    for case in ("new_100", "new_101"):
+        assert (f"FAIL {case}:" in gate.stdout) == (reports[case]["verdict"] != "pass")
 
 
 class _CrashOnFirstCase:
