@@ -29,6 +29,7 @@ __all__ = [
     "MARGIN",
     "class_names",
     "colour_limits",
+    "disagreement_reaches",
     "finite_number",
     "level",
     "report_thresholds",
@@ -126,6 +127,26 @@ def _slice_matrix(slices: Sequence[Any], key: str, names: Sequence[str]) -> np.n
     return matrix
 
 
+def disagreement_reaches(
+    dsc: np.ndarray, mvsf: np.ndarray, area: np.ndarray, min_error: float
+) -> np.ndarray:
+    """Where a slice's predicted disagreement reaches ``min_error`` of its class's volume.
+
+    The predictor's rule for a flag (:attr:`monai_qc.inference.QCResult.low_slices`), from a
+    report's values: (S, C) arrays of DSC, MVSF and area, NaN where the report holds none. A
+    slice without MVSF or area counts as reached (it gets no excuse); ``min_error`` 0 reaches
+    everywhere.
+    """
+    if min_error <= 0 or not dsc.size:
+        return np.ones(dsc.shape, dtype=bool)
+    known = np.isfinite(mvsf) & np.isfinite(area)
+    with np.errstate(invalid="ignore"):
+        fraction = slice_error_fraction(
+            np.nan_to_num(dsc, nan=1.0), np.nan_to_num(mvsf), np.maximum(np.nan_to_num(area), 0)
+        )
+    return ~known | (fraction >= min_error)
+
+
 def slice_levels(report: Mapping[str, Any], margin: float = MARGIN) -> dict[str, list[str]]:
     """Per class, the level of every slice's predicted DSC (see the module docstring).
 
@@ -140,16 +161,9 @@ def slice_levels(report: Mapping[str, Any], margin: float = MARGIN) -> dict[str,
     thresholds = report.get("thresholds")
     thresholds = thresholds if isinstance(thresholds, Mapping) else {}
     min_error = finite_number(thresholds.get("min_slice_error")) or 0.0
-    large = np.ones(dsc.shape, dtype=bool)
-    if min_error > 0 and dsc.size:
-        mvsf = _slice_matrix(slices, "mvsf", names)
-        area = _slice_matrix(slices, "area", names)
-        known = np.isfinite(mvsf) & np.isfinite(area)
-        with np.errstate(invalid="ignore"):
-            fraction = slice_error_fraction(
-                np.nan_to_num(dsc, nan=1.0), np.nan_to_num(mvsf), np.nan_to_num(area)
-            )
-            large = ~known | (fraction >= min_error)
+    large = disagreement_reaches(
+        dsc, _slice_matrix(slices, "mvsf", names), _slice_matrix(slices, "area", names), min_error
+    )
     out = {}
     for k, name in enumerate(names):
         column = []

@@ -22,7 +22,7 @@ import numpy as np
 
 from monai_qc.check_cases import report_file_name
 from monai_qc.errors import QCInputError
-from monai_qc.reconstruction import slice_error_fraction
+from monai_qc.report_levels import disagreement_reaches
 from monai_qc.run_manifest import RUN_MANIFEST_NAME
 
 __all__ = [
@@ -292,12 +292,8 @@ def large_disagreement(view: ReportView, name: str, min_slice_error: float | Non
     slice's DSC, MVSF and area. A slice without MVSF or area counts as reached (no excuse).
     """
     fraction = view.min_slice_error if min_slice_error is None else min_slice_error
-    if fraction <= 0:
-        return [True] * len(view.slices)
-    columns = [[s.dsc.get(name), s.mvsf.get(name), s.area.get(name)] for s in view.slices]
-    values = np.array([[np.nan if v is None else v for v in row] for row in columns], float)
-    known = np.isfinite(values).all(axis=1)
-    dsc, mvsf, area = (np.nan_to_num(values[:, j])[:, None] for j in range(3))
-    area = np.maximum(area, 0.0)
-    error = slice_error_fraction(np.clip(dsc, 0.0, 1.0), mvsf, area)[:, 0]
-    return list(~known | (error >= fraction))
+    rows = [[s.dsc.get(name), s.mvsf.get(name), s.area.get(name)] for s in view.slices]
+    values = np.array([[np.nan if v is None else v for v in row] for row in rows], float)
+    values = values.reshape(len(rows), 3)
+    dsc, mvsf, area = (values[:, [j]] for j in range(3))
+    return list(disagreement_reaches(dsc, mvsf, area, fraction)[:, 0])
